@@ -1,0 +1,174 @@
+"""Settings: YAML file < environment (PROFILO_*, ``__`` for nesting) < explicit overrides (flags).
+
+Nothing here is module-level state: ``load_settings`` builds a fresh ``Settings`` each call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from proxy.errors import ConfigError
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+
+
+class UpstreamSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+
+
+class LiteLLMParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_name: str
+    litellm_params: LiteLLMParams
+
+
+class ModelsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    extraction: str | None = None
+    dialectic: str | None = None
+
+
+class StoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    chroma_url: str | None = None
+    index_cache_size: int = Field(default=512, ge=1)
+    hnsw_sync_threshold: int = Field(default=64, ge=2)
+    hnsw_batch_size: int = Field(default=32, ge=2)
+
+
+class EmbeddingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = "local/all-MiniLM-L6-v2"
+    api_base: str | None = None
+    api_key: str | None = None
+
+
+class ProfileSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dynamic_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
+    max_key_chars: int = Field(default=64, ge=1)
+    max_value_chars: int = Field(default=2000, ge=1)
+    max_facts_per_request: int = Field(default=200, ge=1)
+    default_search_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    default_top_k: int = Field(default=10, ge=1)
+    max_top_k: int = Field(default=100, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    upstream: UpstreamSettings = UpstreamSettings()
+    model_list: list[ModelEntry] = []
+    models: ModelsSettings = ModelsSettings()
+    store: StoreSettings = StoreSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    profile: ProfileSettings = ProfileSettings()
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "profilo.sqlite3"
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_secret(value: str | None) -> str | None:
+    """LiteLLM-style ``os.environ/NAME`` references, resolved when used (never at import)."""
+    if value and value.startswith("os.environ/"):
+        name = value.removeprefix("os.environ/")
+        resolved = os.environ.get(name)
+        if resolved is None:
+            raise ConfigError(f"environment variable {name} (referenced in config) is not set")
+        return resolved
+    return value
+
+
+def _read_yaml(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the YAML file, then ``PROFILO_*`` env, then ``overrides``.
+
+    With no ``config_file``, ``configs/default.yaml`` is used when it exists.
+    Overrides whose value is None are ignored (unset flags).
+    """
+    path = Path(config_file) if config_file is not None else None
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    file_data = _read_yaml(path)
+    flags = {k: v for k, v in overrides.items() if v is not None}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, file_data))
+
+    try:
+        loaded = _Loaded(**flags)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    return Settings.model_validate(loaded.model_dump())
