@@ -64,6 +64,7 @@ class EmbeddingSettings(BaseModel):
     model: str = "local/all-MiniLM-L6-v2"
     api_base: str | None = None
     api_key: str | None = None
+    cache_dir: Path | None = None  # where the local model's ONNX graph is built; data_dir/models
 
 
 class ProfileSettings(BaseModel):
@@ -75,6 +76,17 @@ class ProfileSettings(BaseModel):
     default_search_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     default_top_k: int = Field(default=10, ge=1)
     max_top_k: int = Field(default=100, ge=1)
+
+
+class MemorySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(default=0.35, ge=0.0, le=1.0)
+    top_k: int = Field(default=8, ge=1, le=100)
+    max_tokens: int = Field(default=800, ge=50)
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_profile_facts: int = Field(default=50, ge=0)
+    timeout_seconds: float = Field(default=1.0, gt=0)
+    template: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -93,6 +105,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     profile: ProfileSettings = ProfileSettings()
+    memory: MemorySettings = MemorySettings()
 
     @property
     def db_path(self) -> Path:

@@ -82,3 +82,19 @@ class Fact:
     def text(self) -> str:
         """The fact as one line of text: what is embedded and what Reflexio calls content."""
         return f"{self.key.replace('_', ' ')}: {self.value}"
+
+
+@dataclass(slots=True)
+class Features:
+    """What a chat request asks of the proxy (Hebbrix's ``features`` names)."""
+
+    memory: bool = False
+    user_profile: bool = False
+    learning: bool | None = None  # None: on whenever memory or user_profile is on
+    memory_limit: int | None = None
+    include_low_confidence: bool = False
+    return_memory_context: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.memory or self.user_profile

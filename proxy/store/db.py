@@ -29,6 +29,71 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys(account);
     """,
+    2: """
+    CREATE TABLE IF NOT EXISTS facts (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        collection_id TEXT,
+        scope_key TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('static', 'dynamic')),
+        category TEXT NOT NULL,
+        confidence REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+        source TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL,
+        valid_from REAL NOT NULL,
+        generated_from_request_id TEXT,
+        session_id TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS facts_scope_key ON facts(scope_key, key);
+    CREATE INDEX IF NOT EXISTS facts_scope_created ON facts(scope_key, created_at, id);
+    CREATE TABLE IF NOT EXISTS fact_versions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        fact_id TEXT NOT NULL,
+        account TEXT NOT NULL,
+        scope_key TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        valid_from REAL NOT NULL,
+        valid_to REAL NOT NULL,
+        closed_by_request_id TEXT
+    );
+    CREATE INDEX IF NOT EXISTS fact_versions_fact ON fact_versions(scope_key, fact_id, seq);
+    CREATE TABLE IF NOT EXISTS changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL,
+        collection_id TEXT,
+        scope_key TEXT NOT NULL,
+        request_id TEXT,
+        source TEXT,
+        created_at REAL NOT NULL,
+        added TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        removed TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS changes_scope ON changes(account, scope_key, seq);
+    CREATE INDEX IF NOT EXISTS changes_request ON changes(account, request_id);
+    CREATE TABLE IF NOT EXISTS index_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        collection_id TEXT,
+        scope_key TEXT NOT NULL,
+        fact_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX IF NOT EXISTS index_outbox_scope ON index_outbox(scope_key, seq);
+    CREATE TABLE IF NOT EXISTS account_config (
+        account TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 }
 
 

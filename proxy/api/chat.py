@@ -1,0 +1,31 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from proxy.deps import current_account, get_services
+from proxy.models import Account
+from proxy.schemas.openai import parse_chat_request
+
+router = APIRouter()
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
+async def chat_completions(
+    request: Request, account: Account = Depends(current_account)
+) -> Response:
+    chat = parse_chat_request(await request.body())
+    outcome = await get_services(request).chat.complete(
+        chat, account, request.headers.get("x-collection-id")
+    )
+    if outcome.stream is not None:
+        return StreamingResponse(
+            outcome.stream,
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **outcome.headers},
+        )
+    return Response(outcome.json, media_type="application/json", headers=outcome.headers)

@@ -1,0 +1,23 @@
+"""GET /v1/models: the configured models in OpenAI's list format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from proxy.deps import current_account, get_services
+from proxy.models import Account
+
+router = APIRouter()
+
+
+@router.get("/v1/models", summary="List models")
+async def list_models(request: Request, account: Account = Depends(current_account)) -> dict[str, Any]:
+    services = get_services(request)
+    created = int(services.started_at)
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "profilo"}
+        for name in services.router.model_names
+    ]
+    return {"object": "list", "data": data}

@@ -1,0 +1,174 @@
+"""``create_app(settings)``: builds everything; nothing module-level."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy.api import account, chat, facts, health, models, profile
+from proxy.config import Settings
+from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
+from proxy.llm.offline import prepare_offline_env
+from proxy.llm.passthrough import Passthrough
+from proxy.llm.router import UpstreamRouter
+from proxy.middleware import RequestContextMiddleware
+from proxy.services.chat import ChatService, LiteLLMChatLike
+from proxy.services.container import Services
+from proxy.llm.embeddings import build_embedder
+from proxy.services.account_config import AccountConfigService
+from proxy.prompts import Prompts
+from proxy.services.indexing import IndexSync
+from proxy.services.memory import MemoryService
+from proxy.tokens import TokenCounter
+from proxy.services.profile import ProfileService
+from proxy.services.retrieval import Retriever
+from proxy.store.account_config import AccountConfigStore
+from proxy.store.changes import ChangeLog, Outbox
+from proxy.store.db import Database
+from proxy.store.facts import FactRecords
+from proxy.store.index import FactIndex
+from proxy.store.keys import KeyStore
+
+log = logging.getLogger("profilo")
+
+
+def check_bind(settings: Settings, keys: KeyStore, *, warn: bool = True) -> None:
+    """A non-loopback bind with no API keys refuses to start; loopback runs a dev account."""
+    if keys.any_exist():
+        return
+    if not settings.loopback:
+        raise ConfigError(
+            f"refusing to serve on {settings.host} with no API keys: anyone could use the "
+            "upstream. Create one with 'profilo keys create ACCOUNT', or bind 127.0.0.1."
+        )
+    if warn:
+        log.warning(
+            "NO API KEYS CONFIGURED: every request is served as the 'dev' account "
+            "(loopback only). Create a key with 'profilo keys create ACCOUNT'."
+        )
+
+
+def _litellm_factory(settings: Settings) -> Any:
+    holder: list[LiteLLMChatLike] = []
+
+    def get() -> LiteLLMChatLike:
+        if not holder:
+            from proxy.llm.litellm_client import LiteLLMChat
+
+            holder.append(LiteLLMChat(timeout=settings.upstream.timeout))
+        return holder[0]
+
+    return get
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.db_path)
+    keys = KeyStore(db)
+    router = UpstreamRouter(settings)
+    passthrough = Passthrough(
+        timeout=settings.upstream.timeout, connect_timeout=settings.upstream.connect_timeout
+    )
+    embedder = build_embedder(
+        settings.embedding, settings.embedding.cache_dir or settings.data_dir / "models"
+    )
+    index = FactIndex(settings.store, settings.chroma_path)
+    records = FactRecords(db)
+    outbox = Outbox(db)
+    sync = IndexSync(records, outbox, index, embedder)
+    retriever = Retriever(records, index, embedder, sync)
+    account_config = AccountConfigService(AccountConfigStore(db))
+    prompts = Prompts(memory_block=settings.memory.template)
+    memory = MemoryService(records, retriever, prompts, TokenCounter(), settings.memory)
+    chat_service = ChatService(
+        router, passthrough, _litellm_factory(settings), memory, account_config,
+        settings.memory.timeout_seconds,
+    )
+    return Services(
+        settings=settings,
+        db=db,
+        keys=keys,
+        router=router,
+        passthrough=passthrough,
+        chat=chat_service,
+        embedder=embedder,
+        index=index,
+        outbox=outbox,
+        sync=sync,
+        retriever=retriever,
+        profile=ProfileService(records, sync, retriever, settings.profile),
+        changes=ChangeLog(db),
+        account_config=account_config,
+        started_at=time.time(),
+    )
+
+
+async def _replay_forever(services: Services, every: float = 30.0) -> None:
+    """Deferred index work (the index was down during a write) is retried in the background."""
+    while True:
+        await asyncio.sleep(every)
+        if services.outbox.depth():
+            await asyncio.to_thread(services.sync.replay)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    message = first.get("msg", "invalid request")
+    err = BadRequest(f"{param}: {message}" if param else message, param=param)
+    return JSONResponse(err.envelope(), status_code=err.status)
+
+
+def _proxy_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProxyError)
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=exc.headers)
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    err: ProxyError
+    if exc.status_code == 404:
+        err = NotFound(f"unknown route: {request.method} {request.url.path}", code="unknown_url")
+    elif exc.status_code == 405:
+        err = MethodNotAllowed(f"method {request.method} not allowed on {request.url.path}")
+    else:
+        err = ProxyError(str(exc.detail), status=exc.status_code, type="invalid_request_error")
+    return JSONResponse(err.envelope(), status_code=err.status, headers=exc.headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        check_bind(settings, services.keys)
+        await services.passthrough.start()
+        await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
+        retry = asyncio.create_task(_replay_forever(services))
+        app.state.services = services
+        try:
+            yield
+        finally:
+            retry.cancel()
+            await services.passthrough.close()
+            services.index.close()
+            services.db.close()
+
+    app = FastAPI(title="profilo", version="0.1.0", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ProxyError, _proxy_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (health, chat, models, profile, facts, account):
+        app.include_router(module.router)
+    return app

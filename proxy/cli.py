@@ -1,0 +1,96 @@
+"""The ``profilo`` command: serve, keys. The only module that reads argv."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proxy.config import Settings, load_settings
+from proxy.errors import ConfigError
+from proxy.store.db import Database
+from proxy.store.keys import KeyStore
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="profilo", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="YAML config file")
+    parser.add_argument("--data-dir", type=Path, default=None, help="override data_dir")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML config file")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key for ACCOUNT and print it")
+    create.add_argument("account")
+    keys_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    return parser
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.db_path)
+    store = KeyStore(db)
+    try:
+        if args.keys_command == "create":
+            info, token = store.create(args.account)
+            print(token)
+            print(f"created {info.id} for account {info.account!r} (shown once)", file=sys.stderr)
+        elif args.keys_command == "list":
+            for k in store.list():
+                when = dt.datetime.fromtimestamp(k.created_at, dt.UTC).isoformat(timespec="seconds")
+                state = "revoked" if k.revoked_at else "active"
+                print(f"{k.id}\t{k.account}\t{k.prefix}…\t{when}\t{state}")
+        elif args.keys_command == "revoke":
+            if not store.revoke(args.key_id):
+                print(f"no active key with id {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        db.close()
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from proxy.app import check_bind, create_app
+
+    db = Database(settings.db_path)
+    try:
+        check_bind(settings, KeyStore(db), warn=False)
+    finally:
+        db.close()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        overrides = {"data_dir": args.data_dir}
+        if args.command == "serve":
+            overrides |= {"host": args.host, "port": args.port}
+        settings = load_settings(args.config, **overrides)
+        if args.command == "serve":
+            return _serve(settings)
+        return _keys(settings, args)
+    except ConfigError as exc:
+        print(f"profilo: {exc}", file=sys.stderr)
+        return 2

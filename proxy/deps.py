@@ -1,0 +1,60 @@
+"""FastAPI dependencies: the app's services, the current account, the request id."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+
+from proxy.errors import BadRequest, Unauthorized
+from proxy.models import Account, Scope
+from proxy.services.container import Services
+
+log = logging.getLogger("profilo.auth")
+
+DEV_ACCOUNT = Account(id="dev", key_id=None, dev=True)
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def current_account(request: Request) -> Account:
+    """The account of the bearer key; the dev account while no key exists on a loopback bind."""
+    services = get_services(request)
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        account = services.keys.authenticate(token)
+        if account is not None:
+            return account
+    if services.settings.loopback and not services.keys.any_exist():
+        return DEV_ACCOUNT
+    if not token:
+        raise Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>' (create one with "
+            "'profilo keys create ACCOUNT')"
+        )
+    raise Unauthorized("invalid or revoked API key")
+
+
+def scope_for(account: Account, *candidates: str | None) -> Scope:
+    """The scope of a profile request: ``collection_id`` (or its alias ``user_id``) from the
+    query string and/or the body. They may repeat one another but never disagree."""
+    given = {c for c in candidates if c is not None}
+    if len(given) > 1:
+        raise BadRequest(
+            "collection_id / user_id are given more than once with different values",
+            param="collection_id",
+        )
+    collection_id = given.pop() if given else None
+    if collection_id is not None:
+        if not collection_id.strip() or len(collection_id) > 256:
+            raise BadRequest("'collection_id' must be 1-256 characters", param="collection_id")
+    return Scope(account.id, collection_id)

@@ -1,0 +1,116 @@
+"""Parsing and checking of OpenAI-shaped request bodies (kept as dicts: forwarded verbatim)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy.errors import BadRequest
+
+#: Fields that belong to the proxy: taken out before a request is forwarded.
+PROXY_FIELDS = ("features", "collection_id")
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_COLLECTION_ID = 256
+
+
+BOOL_FEATURES = ("memory", "user_profile", "learning", "include_low_confidence",
+                 "return_memory_context")
+MAX_MEMORY_LIMIT = 100
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    body: dict[str, Any]  # what the upstream gets: the client's body less the proxy's fields
+    features: dict[str, Any] = field(default_factory=dict)  # only the keys the client set
+    collection_id: str | None = None
+
+    @property
+    def user(self) -> str | None:
+        user = self.body.get("user")
+        return user if isinstance(user, str) and user.strip() else None
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise BadRequest("the request body is empty; a JSON object is required")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+def check_collection_id(value: Any, param: str = "collection_id") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"'{param}' must be a non-empty string", param=param)
+    if len(value) > MAX_COLLECTION_ID:
+        raise BadRequest(f"'{param}' is longer than {MAX_COLLECTION_ID} characters", param=param)
+    return value
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    body = parse_json_object(raw)
+    model = body.get("model")
+    if model is None:
+        raise BadRequest("you must provide a model parameter", param="model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest("'model' must be a non-empty string", param="model")
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest("'messages' is a required property", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
+        role = message.get("role")
+        if role not in ROLES:
+            raise BadRequest(
+                f"'messages[{i}].role' must be one of {sorted(ROLES)}, got {role!r}",
+                param=f"messages[{i}].role",
+            )
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    raw_features = body.pop("features", None)
+    collection_id = check_collection_id(body.pop("collection_id", None))
+    features = parse_features(raw_features)
+    if collection_id is None and raw_features and "collection_id" in raw_features:
+        collection_id = check_collection_id(raw_features["collection_id"], "features.collection_id")
+    return ChatRequest(body=body, features=features, collection_id=collection_id)
+
+
+def parse_features(raw: Any) -> dict[str, Any]:
+    """The feature switches a client set (unknown names are ignored; wrong types are 400)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadRequest("'features' must be an object", param="features")
+    out: dict[str, Any] = {}
+    for name in BOOL_FEATURES:
+        if name in raw and raw[name] is not None:
+            if not isinstance(raw[name], bool):
+                raise BadRequest(f"'features.{name}' must be a boolean", param=f"features.{name}")
+            out[name] = raw[name]
+    limit = raw.get("memory_limit")
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_MEMORY_LIMIT:
+            raise BadRequest(
+                f"'features.memory_limit' must be an integer from 1 to {MAX_MEMORY_LIMIT}",
+                param="features.memory_limit",
+            )
+        out["memory_limit"] = limit
+    return out

@@ -1,0 +1,139 @@
+"""Request and response shapes of the profile API (Hebbrix's field names)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from proxy.models import Fact
+
+Kind = Literal["static", "dynamic"]
+JSONScalar = str | int | float | bool
+FactValue = JSONScalar | list[JSONScalar]
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def fact_json(fact: Fact, *, score: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": fact.id,
+        "key": fact.key,
+        "value": fact.value,
+        "kind": fact.kind,
+        "category": fact.category,
+        "confidence": fact.confidence,
+        "source": fact.source,
+        "collection_id": fact.collection_id,
+        "created_at": iso(fact.created_at),
+        "updated_at": iso(fact.updated_at),
+        "expires_at": iso(fact.expires_at),
+        "valid_from": iso(fact.valid_from),
+        "valid_to": None,
+        "generated_from_request_id": fact.generated_from_request_id,
+        "session_id": fact.session_id,
+        "metadata": fact.metadata,
+        "content": fact.text,
+    }
+    if score is not None:
+        out["score"] = round(score, 6)
+    return out
+
+
+def snapshot_json(snap: dict[str, Any]) -> dict[str, Any]:
+    """A stored fact snapshot (change log, history) in the API's shape."""
+    fact = Fact(**{k: v for k, v in snap.items() if k != "valid_to"})
+    out = fact_json(fact)
+    out["valid_to"] = iso(snap.get("valid_to"))
+    return out
+
+
+class _Scoped(BaseModel):
+    """``collection_id`` with Reflexio's ``user_id`` alias (both may not disagree)."""
+
+    model_config = ConfigDict(extra="forbid")
+    collection_id: str | None = Field(default=None, min_length=1, max_length=256)
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> _Scoped:
+        if self.user_id is not None:
+            if self.collection_id is not None and self.collection_id != self.user_id:
+                raise ValueError("collection_id and user_id disagree; send one of them")
+            self.collection_id = self.user_id
+        return self
+
+
+class FactCreate(_Scoped):
+    key: str = Field(min_length=1)
+    value: FactValue
+    kind: Kind = "static"
+    category: str | None = None
+    confidence: float = Field(default=1.0, ge=0.0, le=1.0)
+    source: str | None = Field(default=None, max_length=200)
+    metadata: dict[str, JSONScalar] = Field(default_factory=dict)
+    session_id: str | None = Field(default=None, max_length=256)
+    ttl_seconds: int | None = Field(default=None, ge=1)
+
+
+class FactUpdate(_Scoped):
+    key: str | None = Field(default=None, min_length=1)
+    value: FactValue | None = None
+    kind: Kind | None = None
+    category: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    source: str | None = Field(default=None, max_length=200)
+    metadata: dict[str, JSONScalar] | None = None
+    ttl_seconds: int | None = Field(default=None, ge=1)
+
+
+class SearchRequest(_Scoped):
+    query: str = Field(min_length=1, max_length=4000)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    source: str | None = None
+    kind: Kind | None = None
+    custom_feature: str | dict[str, JSONScalar] | None = None
+
+
+class DeleteByQuery(_Scoped):
+    search_query: str | None = Field(default=None, min_length=1, max_length=4000)
+    fact_id: str | None = Field(default=None, min_length=1)
+    profile_id: str | None = Field(default=None, min_length=1)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1)
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_target(self) -> DeleteByQuery:
+        targets = [t for t in (self.search_query, self.fact_id, self.profile_id) if t]
+        if len(targets) != 1:
+            raise ValueError("send exactly one of search_query, fact_id (or profile_id)")
+        return self
+
+
+class ExtractorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    profile_content_definition_prompt: str | None = Field(default=None, max_length=20000)
+    context_prompt: str | None = Field(default=None, max_length=20000)
+    should_extract_profile_prompt_override: str | None = Field(default=None, max_length=20000)
+
+
+class FeatureDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    memory: bool = False
+    user_profile: bool = False
+    learning: bool = True
+
+
+class AccountConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    profile_extractor_config: ExtractorConfig = Field(default_factory=ExtractorConfig)
+    features: FeatureDefaults = Field(default_factory=FeatureDefaults)

@@ -1,0 +1,38 @@
+"""The services one app holds; built by ``create_app``'s lifespan, read by ``deps``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.config import Settings
+from proxy.llm.passthrough import Passthrough
+from proxy.llm.router import UpstreamRouter
+from proxy.services.account_config import AccountConfigService
+from proxy.services.chat import ChatService
+from proxy.services.indexing import IndexSync
+from proxy.services.profile import ProfileService
+from proxy.services.retrieval import Retriever
+from proxy.store.changes import ChangeLog, Outbox
+from proxy.store.db import Database
+from proxy.store.embedder import Embedder
+from proxy.store.index import FactIndex
+from proxy.store.keys import KeyStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keys: KeyStore
+    router: UpstreamRouter
+    passthrough: Passthrough
+    chat: ChatService
+    embedder: Embedder
+    index: FactIndex
+    outbox: Outbox
+    sync: IndexSync
+    retriever: Retriever
+    profile: ProfileService
+    changes: ChangeLog
+    account_config: AccountConfigService
+    started_at: float

@@ -1,0 +1,109 @@
+"""Keeps the Chroma index in step with the records through the outbox.
+
+A write commits fact rows and outbox rows together; ``flush(scope)`` then applies the outbox:
+for each fact id it upserts the fact's current text (or deletes it from the index when the
+fact is gone). Applying is idempotent, so a crash between commit and flush loses nothing: the
+rows are replayed at start-up and before the next search of that scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+
+from proxy.errors import ProxyError, Unavailable
+from proxy.models import Fact, Scope
+from proxy.store.changes import Outbox
+from proxy.store.embedder import Embedder
+from proxy.store.facts import FactRecords
+from proxy.store.index import FactIndex
+
+log = logging.getLogger("profilo.index")
+
+
+def index_metadata(fact: Fact) -> dict[str, str | int | float | bool]:
+    meta: dict[str, str | int | float | bool] = {"kind": fact.kind, "category": fact.category}
+    if fact.source is not None:
+        meta["source"] = fact.source
+    return meta
+
+
+class IndexSync:
+    def __init__(
+        self, records: FactRecords, outbox: Outbox, index: FactIndex, embedder: Embedder
+    ) -> None:
+        self._records = records
+        self._outbox = outbox
+        self._index = index
+        self._embedder = embedder
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, scope: Scope) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[scope.key]
+
+    def flush(self, scope: Scope) -> int:
+        """Apply the scope's pending outbox rows; returns how many were applied.
+
+        Serialized per scope so a slow flush can never overwrite a newer one with stale text.
+        Raises ``Unavailable`` when the index cannot be written (the rows stay pending).
+        """
+        applied = 0
+        with self._lock(scope):
+            while True:
+                items = self._outbox.pending(scope)
+                if not items:
+                    return applied
+                seqs = [item.seq for item in items]
+                ids = list(dict.fromkeys(item.fact_id for item in items))
+                try:
+                    live = self._records.by_ids(scope, ids)
+                    gone = [i for i in ids if i not in live]
+                    facts = list(live.values())
+                    if facts:
+                        vectors = self._embedder.embed([f.text for f in facts])
+                        self._index.upsert(
+                            scope, [f.id for f in facts], vectors, [index_metadata(f) for f in facts]
+                        )
+                    if gone:
+                        self._index.delete(scope, gone)
+                except Exception as exc:
+                    error = exc if isinstance(exc, ProxyError) else Unavailable(
+                        f"retrieval index unavailable: {exc}"
+                    )
+                    self._outbox.failed(scope, seqs, error.message)
+                    raise error from exc
+                self._outbox.done(scope, seqs)
+                applied += len(seqs)
+
+    def try_flush(self, scope: Scope) -> None:
+        """Flush after a write: an index failure is logged, the write stands (replayed later)."""
+        try:
+            self.flush(scope)
+        except ProxyError as exc:
+            log.warning("index update deferred for a scope: %s", exc.message)
+
+    def replay(self) -> int:
+        """Apply every pending outbox row of every scope (start-up, periodic retry)."""
+        applied = 0
+        for scope in self._outbox.pending_scopes():
+            try:
+                applied += self.flush(scope)
+            except ProxyError as exc:
+                log.warning("index replay deferred: %s", exc.message)
+        return applied
+
+    def rebuild(self, scope: Scope) -> int:
+        """Re-derive a scope's index from the records (drop, then upsert every live fact)."""
+        with self._lock(scope):
+            self._index.drop_scope(scope)
+            facts = self._records.list(scope)
+            for start in range(0, len(facts), 256):
+                batch = facts[start : start + 256]
+                vectors = self._embedder.embed([f.text for f in batch])
+                self._index.upsert(
+                    scope, [f.id for f in batch], vectors, [index_metadata(f) for f in batch]
+                )
+            return len(facts)

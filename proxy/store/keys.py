@@ -1,0 +1,82 @@
+"""API keys: created by the CLI, stored hashed, checked on every request (no restart needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+
+from proxy.models import Account
+from proxy.store.db import Database
+
+KEY_PREFIX = "pk-"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: str
+    account: str
+    prefix: str
+    created_at: float
+    revoked_at: float | None
+
+
+def _hash(token: str) -> str:
+    # Keys are 256-bit random tokens, so a plain SHA-256 is a sound verifier (no salt needed).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, account: str) -> tuple[KeyInfo, str]:
+        """Create a key for ``account``; returns its info and the plaintext (shown once)."""
+        account = account.strip()
+        if not account:
+            raise ValueError("account name must not be empty")
+        token = KEY_PREFIX + secrets.token_urlsafe(32)
+        info = KeyInfo(
+            id="key_" + secrets.token_hex(8),
+            account=account,
+            prefix=token[:10],
+            created_at=time.time(),
+            revoked_at=None,
+        )
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO api_keys(id, account, key_hash, prefix, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (info.id, info.account, _hash(token), info.prefix, info.created_at),
+            )
+        return info, token
+
+    def list(self) -> list[KeyInfo]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, account, prefix, created_at, revoked_at FROM api_keys "
+                "ORDER BY created_at"
+            ).fetchall()
+        return [KeyInfo(**dict(row)) for row in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), key_id),
+            )
+        return cur.rowcount == 1
+
+    def authenticate(self, token: str) -> Account | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT id, account FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (_hash(token),),
+            ).fetchone()
+        return Account(id=row["account"], key_id=row["id"]) if row else None
+
+    def any_exist(self) -> bool:
+        """True once any key was ever created (revoked ones included): then keys are required."""
+        with self._db.read() as conn:
+            return conn.execute("SELECT EXISTS(SELECT 1 FROM api_keys)").fetchone()[0] == 1
