@@ -17,18 +17,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from proxy.api import account, chat, facts, health, models, profile
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
+from proxy.llm.embeddings import build_embedder
 from proxy.llm.offline import prepare_offline_env
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
 from proxy.middleware import RequestContextMiddleware
+from proxy.prompts import Prompts
+from proxy.services.account_config import AccountConfigService
 from proxy.services.chat import ChatService, LiteLLMChatLike
 from proxy.services.container import Services
-from proxy.llm.embeddings import build_embedder
-from proxy.services.account_config import AccountConfigService
-from proxy.prompts import Prompts
 from proxy.services.indexing import IndexSync
 from proxy.services.memory import MemoryService
-from proxy.tokens import TokenCounter
 from proxy.services.profile import ProfileService
 from proxy.services.retrieval import Retriever
 from proxy.store.account_config import AccountConfigStore
@@ -37,6 +36,7 @@ from proxy.store.db import Database
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.keys import KeyStore
+from proxy.tokens import TokenCounter
 
 log = logging.getLogger("profilo")
 
@@ -87,9 +87,14 @@ def build_services(settings: Settings) -> Services:
     retriever = Retriever(records, index, embedder, sync)
     account_config = AccountConfigService(AccountConfigStore(db))
     prompts = Prompts(memory_block=settings.memory.template)
-    memory = MemoryService(records, retriever, prompts, TokenCounter(), settings.memory)
+    tokens = TokenCounter()
+    memory = MemoryService(records, retriever, prompts, tokens, settings.memory)
     chat_service = ChatService(
-        router, passthrough, _litellm_factory(settings), memory, account_config,
+        router,
+        passthrough,
+        _litellm_factory(settings),
+        memory,
+        account_config,
         settings.memory.timeout_seconds,
     )
     return Services(
@@ -107,6 +112,7 @@ def build_services(settings: Settings) -> Services:
         profile=ProfileService(records, sync, retriever, settings.profile),
         changes=ChangeLog(db),
         account_config=account_config,
+        tokens=tokens,
         started_at=time.time(),
     )
 
@@ -148,11 +154,13 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         check_bind(settings, services.keys)
         await services.passthrough.start()
+        await asyncio.to_thread(services.warm)  # cold loads off the first request's path
         await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
         retry = asyncio.create_task(_replay_forever(services))
         app.state.services = services

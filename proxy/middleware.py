@@ -50,7 +50,9 @@ class RequestContextMiddleware:
         async def reply(error: ProxyError) -> None:
             headers = [(b"content-type", b"application/json")]
             headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-            await send_with_id({"type": "http.response.start", "status": error.status, "headers": headers})
+            await send_with_id(
+                {"type": "http.response.start", "status": error.status, "headers": headers}
+            )
             await send({"type": "http.response.body", "body": error_body(error)})
 
         limit = self.max_body_bytes

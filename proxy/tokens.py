@@ -39,3 +39,8 @@ class TokenCounter:
 
     def count(self, text: str, model: str) -> int:
         return len(_encoding(self.encoding_name(model)).encode(text, disallowed_special=()))
+
+    def warm(self) -> None:
+        """Load the bundled encodings now (a cold load takes ~1 s: not on a request's path)."""
+        for name in sorted(BUNDLED - {"p50k_base"}):
+            _encoding(name)

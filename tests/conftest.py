@@ -100,9 +100,7 @@ def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -
 
 
 @pytest.fixture
-def make_proxy(
-    tmp_path: Path, upstream: FakeUpstream
-) -> Iterator[Callable[..., Proxy]]:
+def make_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Proxy]]:
     servers: list[ServerThread] = []
 
     def make(settings: Settings | None = None, **overrides: Any) -> Proxy:

@@ -35,9 +35,11 @@ def test_keys_take_effect_on_a_running_server(proxy: Proxy, upstream: FakeUpstre
     info, token = keys.create("acme")
     # once a key exists, no key / a wrong key is 401 -- without a restart
     for api_key in ("", "sk-wrong"):
-        r = httpx.post(proxy.base_url + "/chat/completions",
-                       json={"model": "m", "messages": MESSAGES},
-                       headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+        r = httpx.post(
+            proxy.base_url + "/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+        )
         assert r.status_code == 401
         assert r.json()["error"]["type"] == "authentication_error"
     with pytest.raises(openai.AuthenticationError):
@@ -69,8 +71,13 @@ def test_non_loopback_bind_with_a_key_starts(tmp_path: Any, upstream: FakeUpstre
     settings = Settings(data_dir=tmp_path, host="0.0.0.0", upstream={"api_base": upstream.url})
     _, token = KeyStore(Database(settings.db_path)).create("acme")
     with ServerThread(create_app(settings)) as server:
-        r = httpx.post(server.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES},
-                       headers={"Authorization": f"Bearer {token}"})
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 200
-        r = httpx.post(server.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES})
+        r = httpx.post(
+            server.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}
+        )
         assert r.status_code == 401

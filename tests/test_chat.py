@@ -48,8 +48,15 @@ def test_every_parameter_is_forwarded_and_proxy_fields_stripped(
     proxy: Proxy, upstream: FakeUpstream
 ) -> None:
     client = proxy.client()
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     client.chat.completions.create(
         model="gpt-4o-mini",
         messages=[{"role": "system", "content": "Be brief."}, *MESSAGES],
@@ -96,7 +103,9 @@ def test_non_streaming_response_is_relayed_unchanged_and_validates(
 ) -> None:
     body = chat_completion("The answer is 42.", model="gpt-4o-mini", n=2)
     upstream.script(json_reply(body))
-    raw = proxy.client().chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    raw = proxy.client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
     assert raw.headers["x-profilo-request-id"].startswith("req_")
     parsed = json.loads(raw.http_response.content)
     assert parsed == body
@@ -107,7 +116,9 @@ def test_non_streaming_response_is_relayed_unchanged_and_validates(
 
 def test_tool_calls_round_trip(proxy: Proxy, upstream: FakeUpstream) -> None:
     call = tool_call("get_weather", {"city": "Paris"}, id="call_1")
-    upstream.script(json_reply(chat_completion(None, tool_calls=[call], finish_reason="tool_calls")))
+    upstream.script(
+        json_reply(chat_completion(None, tool_calls=[call], finish_reason="tool_calls"))
+    )
     out = proxy.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert out.choices[0].finish_reason == "tool_calls"
     calls = out.choices[0].message.tool_calls
@@ -119,8 +130,13 @@ def test_stream_chunks_validate_and_done_is_last(proxy: Proxy, upstream: FakeUps
     with httpx.Client(timeout=10) as http:
         r = http.post(
             proxy.base_url + "/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True, "n": 2,
-                  "stream_options": {"include_usage": True}},
+            json={
+                "model": "gpt-4o-mini",
+                "messages": MESSAGES,
+                "stream": True,
+                "n": 2,
+                "stream_options": {"include_usage": True},
+            },
         )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -143,13 +159,17 @@ def test_stream_tool_call_deltas_pass_through(proxy: Proxy, upstream: FakeUpstre
         chunk({}, finish_reason="tool_calls"),
     ]
     upstream.script(sse_reply(deltas))
-    stream = proxy.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    stream = proxy.client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
     got = list(stream)
     for c in got:
         validate_chunk(c.model_dump(exclude_unset=True))
     args = "".join(
         tc.function.arguments or ""
-        for c in got for tc in (c.choices[0].delta.tool_calls or []) if tc.function
+        for c in got
+        for tc in (c.choices[0].delta.tool_calls or [])
+        if tc.function
     )
     assert json.loads(args) == {"q": "x"}
     assert got[-1].choices[0].finish_reason == "tool_calls"
@@ -158,7 +178,9 @@ def test_stream_tool_call_deltas_pass_through(proxy: Proxy, upstream: FakeUpstre
 async def test_async_sdk_streams(proxy: Proxy, upstream: FakeUpstream) -> None:
     client = proxy.async_client()
     stream = await client.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,  # type: ignore[arg-type]
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "Hello from fake upstream"
@@ -168,10 +190,14 @@ async def test_async_sdk_streams(proxy: Proxy, upstream: FakeUpstream) -> None:
 def test_streaming_is_not_buffered(proxy: Proxy, upstream: FakeUpstream) -> None:
     """The first chunk reaches the client while the upstream has not sent its last one."""
     upstream.script(sse_reply(chat_chunks(["a", "b", "c", "d"]), delay_between=1.5))
-    with httpx.Client(timeout=30) as http, http.stream(
-        "POST", proxy.base_url + "/chat/completions",
-        json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
-    ) as r:
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+        ) as r,
+    ):
         first = next(r.iter_lines())
         assert first.startswith("data: ")
         rid = upstream.last.id
@@ -180,10 +206,14 @@ def test_streaming_is_not_buffered(proxy: Proxy, upstream: FakeUpstream) -> None
 
 def test_client_disconnect_cancels_upstream(proxy: Proxy, upstream: FakeUpstream) -> None:
     upstream.script(sse_reply(chat_chunks([f"w{i} " for i in range(200)]), delay_between=0.05))
-    with httpx.Client(timeout=30) as http, http.stream(
-        "POST", proxy.base_url + "/chat/completions",
-        json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
-    ) as r:
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            proxy.base_url + "/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+        ) as r,
+    ):
         next(r.iter_lines())
         rid = upstream.last.id
     upstream.wait_for(lambda: rid in upstream.disconnects, timeout=10)
@@ -203,14 +233,20 @@ def test_client_disconnect_cancels_upstream(proxy: Proxy, upstream: FakeUpstream
         (json.dumps({"model": "m", "messages": [{"content": "x"}]}).encode(), "messages[0].role"),
         (json.dumps({"model": "m", "messages": MESSAGES, "features": [1]}).encode(), "features"),
         (json.dumps({"model": "m", "messages": MESSAGES, "stream": "yes"}).encode(), "stream"),
-        (json.dumps({"model": "m", "messages": MESSAGES, "collection_id": 3}).encode(), "collection_id"),
+        (
+            json.dumps({"model": "m", "messages": MESSAGES, "collection_id": 3}).encode(),
+            "collection_id",
+        ),
     ],
 )
 def test_bad_input_is_400_and_never_reaches_upstream(
     proxy: Proxy, upstream: FakeUpstream, body: bytes, param: str | None
 ) -> None:
-    r = httpx.post(proxy.base_url + "/chat/completions", content=body,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        proxy.base_url + "/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400, r.text
     validate_error(r.json())
     assert r.json()["error"]["type"] == "invalid_request_error"
@@ -271,8 +307,12 @@ def test_upstream_errors_keep_status_and_message(
         assert err.response.headers["retry-after"] == "7"
 
 
-def test_upstream_error_before_a_stream_is_a_normal_error(proxy: Proxy, upstream: FakeUpstream) -> None:
-    upstream.script(error_reply(429, "slow down", type="rate_limit_error", headers={"Retry-After": "3"}))
+def test_upstream_error_before_a_stream_is_a_normal_error(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
+    upstream.script(
+        error_reply(429, "slow down", type="rate_limit_error", headers={"Retry-After": "3"})
+    )
     with pytest.raises(openai.RateLimitError) as info:
         proxy.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     assert info.value.response.headers["retry-after"] == "3"
@@ -304,10 +344,15 @@ def test_upstream_closing_without_answer_is_502(proxy: Proxy, upstream: FakeUpst
     assert info.value.status_code == 502
 
 
-def test_error_mid_stream_ends_with_an_sse_error_event(proxy: Proxy, upstream: FakeUpstream) -> None:
+def test_error_mid_stream_ends_with_an_sse_error_event(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
     upstream.script(sse_reply(chat_chunks(["a", "b", "c", "d", "e"]), drop_after=2))
-    r = httpx.post(proxy.base_url + "/chat/completions",
-                   json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}, timeout=10)
+    r = httpx.post(
+        proxy.base_url + "/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+        timeout=10,
+    )
     events = sse_events(r.content)
     assert len(events) == 3
     for _, data in events[:2]:
@@ -317,7 +362,9 @@ def test_error_mid_stream_ends_with_an_sse_error_event(proxy: Proxy, upstream: F
     validate_error(json.loads(data))
     # and the SDK surfaces it as an error, after the chunks it got
     upstream.script(sse_reply(chat_chunks(["a", "b", "c", "d", "e"]), drop_after=2))
-    stream = proxy.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    stream = proxy.client().chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
     got: list[Any] = []
     with pytest.raises(openai.APIError):
         for c in stream:
@@ -326,10 +373,15 @@ def test_error_mid_stream_ends_with_an_sse_error_event(proxy: Proxy, upstream: F
 
 
 def test_models_health_and_readiness(make_proxy: Any) -> None:
-    proxy = make_proxy(model_list=[
-        {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-3-5-sonnet"}},
-        {"model_name": "local", "litellm_params": {"model": "openai/llama3", "api_base": "http://127.0.0.1:9/v1"}},
-    ])
+    proxy = make_proxy(
+        model_list=[
+            {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-3-5-sonnet"}},
+            {
+                "model_name": "local",
+                "litellm_params": {"model": "openai/llama3", "api_base": "http://127.0.0.1:9/v1"},
+            },
+        ]
+    )
     models = proxy.client().models.list()
     assert [m.id for m in models.data] == ["claude", "local"]
     assert all(m.object == "model" for m in models.data)
@@ -342,8 +394,18 @@ def test_configured_openai_compatible_model_is_routed_to_its_api_base(
     make_proxy: Any, upstream: FakeUpstream
 ) -> None:
     with FakeUpstream() as other:
-        proxy = make_proxy(model_list=[{"model_name": "house-model", "litellm_params": {
-            "model": "openai/llama-3.1-8b", "api_base": other.url, "api_key": "sk-other"}}])
+        proxy = make_proxy(
+            model_list=[
+                {
+                    "model_name": "house-model",
+                    "litellm_params": {
+                        "model": "openai/llama-3.1-8b",
+                        "api_base": other.url,
+                        "api_key": "sk-other",
+                    },
+                }
+            ]
+        )
         out = proxy.client().chat.completions.create(model="house-model", messages=MESSAGES)
         assert other.last.json["model"] == "llama-3.1-8b"
         assert other.last.headers["authorization"] == "Bearer sk-other"

@@ -21,10 +21,17 @@ from tests.fakes.upstream import FakeUpstream
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def profilo(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+def profilo(
+    *args: str, env: dict[str, str] | None = None, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "proxy", *args], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=120, **kw,
+        [sys.executable, "-m", "proxy", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        **kw,
     )
 
 
@@ -34,7 +41,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     token = created.stdout.strip()
     assert token.startswith("pk-") and len(token) > 30
     listed = profilo("--data-dir", str(tmp_path), "keys", "list")
-    key_id, account, prefix, _, state = listed.stdout.strip().split("\t")
+    key_id, account, _prefix, _, state = listed.stdout.strip().split("\t")
     assert (account, state) == ("acme", "active")
     assert token not in listed.stdout  # never the secret
     assert (tmp_path / "profilo.sqlite3").read_bytes().find(token.encode()) == -1  # stored hashed
@@ -44,21 +51,33 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert profilo("--data-dir", str(tmp_path), "keys", "revoke", key_id).returncode == 1
 
 
-def test_config_precedence_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_precedence_file_then_env_then_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         "port: 1111\nhost: 127.0.0.2\nupstream:\n  api_base: http://file/v1\n  api_key: file-key\n"
         "models:\n  extraction: file-model\n"
     )
     s = load_settings(cfg)
-    assert (s.port, s.host, s.upstream.api_base, s.models.extraction) == (1111, "127.0.0.2", "http://file/v1", "file-model")
+    assert (s.port, s.host, s.upstream.api_base, s.models.extraction) == (
+        1111,
+        "127.0.0.2",
+        "http://file/v1",
+        "file-model",
+    )
     monkeypatch.setenv("PROFILO_PORT", "2222")
     monkeypatch.setenv("PROFILO_UPSTREAM__API_BASE", "http://env/v1")
     monkeypatch.setenv("PROFILO_MODELS__EXTRACTION", "env-model")
     monkeypatch.setenv("PROFILO_MODELS__DIALECTIC", "env-dialectic")
     monkeypatch.setenv("PROFILO_DATA_DIR", str(tmp_path / "envdata"))
     s = load_settings(cfg)
-    assert (s.port, s.upstream.api_base, s.models.extraction, s.models.dialectic) == (2222, "http://env/v1", "env-model", "env-dialectic")
+    assert (s.port, s.upstream.api_base, s.models.extraction, s.models.dialectic) == (
+        2222,
+        "http://env/v1",
+        "env-model",
+        "env-dialectic",
+    )
     assert s.upstream.api_key == "file-key"  # nested fields merge across sources
     assert s.data_dir == tmp_path / "envdata"
     s = load_settings(cfg, port=3333, host=None)
@@ -79,7 +98,9 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not found" in bad.stderr
 
 
-def test_os_environ_references_in_the_model_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_os_environ_references_in_the_model_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from proxy.llm.router import UpstreamRouter
 
     cfg = tmp_path / "c.yaml"
@@ -96,7 +117,9 @@ def test_os_environ_references_in_the_model_list(tmp_path: Path, monkeypatch: py
 
 
 def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
-    out = profilo("--data-dir", str(tmp_path), "serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    out = profilo(
+        "--data-dir", str(tmp_path), "serve", "--host", "0.0.0.0", "--port", str(free_port())
+    )
     assert out.returncode == 2
     assert "no API keys" in out.stderr
 
@@ -111,8 +134,12 @@ def test_serve_honours_env_and_flags_end_to_end(tmp_path: Path, upstream: FakeUp
         "PROFILO_PORT": "1",  # the flag below wins
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--port", str(port)], cwd=ROOT,
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -126,7 +153,9 @@ def test_serve_honours_env_and_flags_end_to_end(tmp_path: Path, upstream: FakeUp
             assert time.monotonic() < deadline, "profilo serve did not become ready"
             time.sleep(0.2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        out = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        out = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
         assert out.choices[0].message.content == "Hello from fake upstream"
         assert upstream.last.headers["authorization"] == "Bearer sk-env-upstream"
         assert (tmp_path / "data" / "profilo.sqlite3").exists()

@@ -80,7 +80,9 @@ def update_fact(
     user_id: str | None = Query(None),
 ) -> dict[str, Any]:
     scope = scope_for(account, collection_id, user_id, req.collection_id)
-    fact = get_services(request).profile.update_fact(scope, fact_id, req, request_id=request_id(request))
+    fact = get_services(request).profile.update_fact(
+        scope, fact_id, req, request_id=request_id(request)
+    )
     return fact_json(fact)
 
 

@@ -28,4 +28,6 @@ async def readyz(request: Request) -> Any:
     except Exception as exc:  # readiness reports, it does not raise
         checks["records"] = f"error: {exc}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    )

@@ -13,7 +13,9 @@ router = APIRouter()
 
 
 @router.get("/v1/models", summary="List models")
-async def list_models(request: Request, account: Account = Depends(current_account)) -> dict[str, Any]:
+async def list_models(
+    request: Request, account: Account = Depends(current_account)
+) -> dict[str, Any]:
     services = get_services(request)
     created = int(services.started_at)
     data = [

@@ -120,7 +120,10 @@ def search_profile(
 ) -> dict[str, Any]:
     scope = scope_for(account, collection_id, user_id, req.collection_id)
     hits = get_services(request).profile.search(scope, req)
-    return {"facts": [fact_json(h.fact, score=h.score) for h in hits], "collection_id": scope.collection_id}
+    return {
+        "facts": [fact_json(h.fact, score=h.score) for h in hits],
+        "collection_id": scope.collection_id,
+    }
 
 
 @router.post("/delete", summary="Delete the facts matching a query (or one id); dry_run previews")
@@ -134,8 +137,13 @@ def delete_by_query(
     scope = scope_for(account, collection_id, user_id, req.collection_id)
     hits = get_services(request).profile.delete_matching(scope, req, request_id=request_id(request))
     listed = [
-        {"id": h.fact.id, "key": h.fact.key, "value": h.fact.value, "content": h.fact.text,
-         "score": round(h.score, 6)}
+        {
+            "id": h.fact.id,
+            "key": h.fact.key,
+            "value": h.fact.value,
+            "content": h.fact.text,
+            "score": round(h.score, 6),
+        }
         for h in hits
     ]
     verb = "Would delete" if req.dry_run else "Deleted"
@@ -164,8 +172,10 @@ def list_changes(
     cursor: int | None = Query(None, ge=1, description="next_cursor of the previous page"),
 ) -> dict[str, Any]:
     scope = scope_for(account, collection_id, user_id)
-    q = ChangeQuery(request_id=request_id_, since=since, until=until, before_seq=cursor, limit=limit + 1)
-    rows = get_services(request).changes.list(scope, q)
+    q = ChangeQuery(
+        request_id=request_id_, since=since, until=until, before_seq=cursor, limit=limit + 1
+    )
+    rows = get_services(request).changes.entries(scope, q)
     more = len(rows) > limit
     rows = rows[:limit]
     return {

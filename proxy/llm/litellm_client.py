@@ -181,49 +181,74 @@ def _arguments(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value if value is not None else {})
 
 
-def _tool_calls(calls: Any) -> list[dict[str, Any]]:
+def _function(value: Any, *, partial: bool) -> dict[str, str]:
+    fn = _as_dict(value or {})
+    if partial:  # a stream delta: only the pieces present
+        return {k: fn[k] for k in ("name", "arguments") if isinstance(fn.get(k), str)}
+    return {"name": str(fn.get("name") or ""), "arguments": _arguments(fn.get("arguments"))}
+
+
+def _tool_calls(calls: Any, *, partial: bool) -> list[dict[str, Any]]:
     out = []
     for i, call in enumerate(calls or []):
         raw = _as_dict(call)
-        fn = _as_dict(raw.get("function") or {})
-        out.append(
-            {
-                "id": str(raw.get("id") or f"call_{i}"),
-                "type": "function",
-                "function": {
-                    "name": str(fn.get("name") or ""),
-                    "arguments": _arguments(fn.get("arguments")),
-                },
-            }
-        )
+        function = _function(raw.get("function"), partial=partial)
+        if not partial:
+            out.append(
+                {"id": str(raw.get("id") or f"call_{i}"), "type": "function", "function": function}
+            )
+            continue
+        item: dict[str, Any] = {"index": _int(raw.get("index")) if "index" in raw else i}
+        if isinstance(raw.get("id"), str) and raw["id"]:  # the first delta of a call
+            item.update(id=raw["id"], type="function")
+        if function:
+            item["function"] = function
+        out.append(item)
     return out
 
 
 def _message(raw: Mapping[str, Any]) -> dict[str, Any]:
-    content = raw.get("content")
-    refusal = raw.get("refusal")
+    content, refusal = raw.get("content"), raw.get("refusal")
     out: dict[str, Any] = {
         "role": "assistant",
         "content": content if isinstance(content, str) else None,
         "refusal": refusal if isinstance(refusal, str) else None,
     }
-    tool_calls = _tool_calls(raw.get("tool_calls"))
+    tool_calls = _tool_calls(raw.get("tool_calls"), partial=False)
     if tool_calls:
         out["tool_calls"] = tool_calls
-    function_call = raw.get("function_call")
-    if function_call is not None:
-        fn = _as_dict(function_call)
-        out["function_call"] = {
-            "name": str(fn.get("name") or ""),
-            "arguments": _arguments(fn.get("arguments")),
-        }
+    if raw.get("function_call") is not None:  # deprecated ``functions`` API
+        out["function_call"] = _function(raw["function_call"], partial=False)
     annotations = raw.get("annotations")
     if isinstance(annotations, list) and annotations:
         out["annotations"] = [_as_dict(a) for a in annotations]
     return out
 
 
-def _top_level(raw: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+def _delta(raw: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if raw.get("role") in DELTA_ROLES:
+        out["role"] = raw["role"]
+    tool_calls = _tool_calls(raw.get("tool_calls"), partial=True)
+    content = raw.get("content")
+    if isinstance(content, str) and (content or not tool_calls):  # not litellm's "" + tool
+        out["content"] = content
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    if isinstance(raw.get("refusal"), str):
+        out["refusal"] = raw["refusal"]
+    if raw.get("function_call") is not None:
+        out["function_call"] = _function(raw["function_call"], partial=True)
+    return out
+
+
+def _head(raw: Mapping[str, Any], model: str, kind: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(raw.get("id") or "chatcmpl-litellm"),
+        "object": kind,
+        "created": _int(raw.get("created")),
+        "model": model,
+    }
     if isinstance(raw.get("system_fingerprint"), str):
         out["system_fingerprint"] = raw["system_fingerprint"]
     if raw.get("service_tier") in SERVICE_TIERS:
@@ -233,64 +258,19 @@ def _top_level(raw: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
 
 def completion_to_openai(raw: Mapping[str, Any], model: str) -> dict[str, Any]:
     """A litellm ``ModelResponse`` (dumped) as an OpenAI ``chat.completion``."""
-    choices = []
-    for i, choice in enumerate(raw.get("choices") or []):
-        c = _as_dict(choice)
-        choices.append(
-            {
-                "index": _int(c.get("index")) or i,
-                "message": _message(_as_dict(c.get("message") or {})),
-                "logprobs": _logprobs(c.get("logprobs")),
-                "finish_reason": _finish(c.get("finish_reason")) or "stop",
-            }
-        )
-    out: dict[str, Any] = {
-        "id": str(raw.get("id") or "chatcmpl-litellm"),
-        "object": "chat.completion",
-        "created": _int(raw.get("created")),
-        "model": model,
-        "choices": choices,
-    }
+    out = _head(raw, model, "chat.completion")
+    out["choices"] = [
+        {
+            "index": _int(c.get("index")) or i,
+            "message": _message(_as_dict(c.get("message") or {})),
+            "logprobs": _logprobs(c.get("logprobs")),
+            "finish_reason": _finish(c.get("finish_reason")) or "stop",
+        }
+        for i, c in enumerate(map(_as_dict, raw.get("choices") or []))
+    ]
     usage = usage_to_openai(raw.get("usage"))
     if usage is not None:
         out["usage"] = usage
-    return _top_level(raw, out)
-
-
-def _delta_tool_calls(calls: Any) -> list[dict[str, Any]]:
-    out = []
-    for i, call in enumerate(calls or []):
-        raw = _as_dict(call)
-        item: dict[str, Any] = {"index": _int(raw.get("index")) if "index" in raw else i}
-        if isinstance(raw.get("id"), str) and raw["id"]:
-            item["id"] = raw["id"]
-            item["type"] = "function"
-        fn = _as_dict(raw.get("function") or {})
-        function = {k: fn[k] for k in ("name", "arguments") if isinstance(fn.get(k), str)}
-        if function:
-            item["function"] = function
-        out.append(item)
-    return out
-
-
-def _delta(raw: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if raw.get("role") in DELTA_ROLES:
-        out["role"] = raw["role"]
-    tool_calls = _delta_tool_calls(raw.get("tool_calls"))
-    content = raw.get("content")
-    if isinstance(content, str) and (content or not tool_calls):
-        out["content"] = content
-    if tool_calls:
-        out["tool_calls"] = tool_calls
-    if isinstance(raw.get("refusal"), str):
-        out["refusal"] = raw["refusal"]
-    fn = raw.get("function_call")
-    if fn is not None:
-        found = _as_dict(fn)
-        out["function_call"] = {
-            k: found[k] for k in ("name", "arguments") if isinstance(found.get(k), str)
-        }
     return out
 
 
@@ -301,33 +281,22 @@ def chunk_to_openai(
     None for a chunk that says nothing (litellm's usage-only chunk: the caller keeps its usage
     and sends it last, as OpenAI does)."""
     choices = []
-    for i, choice in enumerate(raw.get("choices") or []):
-        c = _as_dict(choice)
+    for i, c in enumerate(map(_as_dict, raw.get("choices") or [])):
         delta = _delta(_as_dict(c.get("delta") or {}))
         finish = _finish(c.get("finish_reason"))
-        if not delta and finish is None:
-            continue
-        index = _int(c.get("index")) or i
-        choices.append(
-            {
-                "index": index,
-                "delta": delta,
-                "logprobs": _logprobs(c.get("logprobs")),
-                "finish_reason": finish,
-            }
-        )
+        if delta or finish is not None:
+            logprobs = _logprobs(c.get("logprobs"))
+            index = _int(c.get("index")) or i
+            choices.append(
+                {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            )
     if not choices:
         return None
-    out: dict[str, Any] = {
-        "id": str(raw.get("id") or "chatcmpl-litellm"),
-        "object": "chat.completion.chunk",
-        "created": _int(raw.get("created")),
-        "model": model,
-        "choices": choices,
-    }
+    out = _head(raw, model, "chat.completion.chunk")
+    out["choices"] = choices
     if include_usage:
         out["usage"] = None
-    return _top_level(raw, out)
+    return out
 
 
 _TIMEOUTS = frozenset(

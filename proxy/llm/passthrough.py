@@ -37,7 +37,10 @@ class Passthrough:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, trust_env=False, skip_auto_headers=("User-Agent",)
+            connector=connector,
+            auto_decompress=True,
+            trust_env=False,
+            skip_auto_headers=("User-Agent",),
         )
 
     async def close(self) -> None:
@@ -75,9 +78,9 @@ class Passthrough:
             raise _transport_error(exc) from exc
 
     @asynccontextmanager
-    async def stream(self, url: str, api_key: str | None, body: bytes) -> AsyncIterator[
-        AsyncIterator[bytes]
-    ]:
+    async def stream(
+        self, url: str, api_key: str | None, body: bytes
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Open a streaming call. Errors before the first byte raise here (a normal error
         response is still possible); the yielded iterator gives whole SSE events as they come
         and raises ``ProxyError`` when the stream breaks later."""
@@ -138,7 +141,9 @@ def upstream_error(status: int, data: bytes, headers: Any) -> UpstreamError:
     return UpstreamError(
         message,
         status=status,
-        type=type_ if isinstance(type_, str) else ("server_error" if status >= 500 else "upstream_error"),
+        type=type_
+        if isinstance(type_, str)
+        else ("server_error" if status >= 500 else "upstream_error"),
         code=str(code) if code is not None else None,
         param=param if isinstance(param, str) else None,
         headers=keep,

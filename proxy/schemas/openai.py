@@ -15,8 +15,13 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 MAX_COLLECTION_ID = 256
 
 
-BOOL_FEATURES = ("memory", "user_profile", "learning", "include_low_confidence",
-                 "return_memory_context")
+BOOL_FEATURES = (
+    "memory",
+    "user_profile",
+    "learning",
+    "include_low_confidence",
+    "return_memory_context",
+)
 MAX_MEMORY_LIMIT = 100
 
 
@@ -107,7 +112,11 @@ def parse_features(raw: Any) -> dict[str, Any]:
             out[name] = raw[name]
     limit = raw.get("memory_limit")
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_MEMORY_LIMIT:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_MEMORY_LIMIT
+        ):
             raise BadRequest(
                 f"'features.memory_limit' must be an integer from 1 to {MAX_MEMORY_LIMIT}",
                 param="features.memory_limit",

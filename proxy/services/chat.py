@@ -27,7 +27,9 @@ DONE = b"data: [DONE]\n\n"
 class LiteLLMChatLike(Protocol):
     async def complete(self, body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]: ...
 
-    def stream(self, body: dict[str, Any], params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(
+        self, body: dict[str, Any], params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]: ...
 
 
 @dataclass(slots=True)
@@ -92,7 +94,9 @@ class ChatService:
                 self._memory_timeout,
             )
         except Exception as exc:
-            reason = exc.message if isinstance(exc, ProxyError) else (str(exc) or type(exc).__name__)
+            reason = (
+                exc.message if isinstance(exc, ProxyError) else (str(exc) or type(exc).__name__)
+            )
             if isinstance(exc, TimeoutError):
                 reason = f"memory lookup exceeded {self._memory_timeout}s"
             log.warning("memory skipped (fail open): %s", reason)
@@ -149,11 +153,15 @@ class ChatService:
 
         return ChatOutcome(stream=relay())
 
-    async def _via_litellm(self, route: Route, chat: ChatRequest, body: dict[str, Any]) -> ChatOutcome:
+    async def _via_litellm(
+        self, route: Route, chat: ChatRequest, body: dict[str, Any]
+    ) -> ChatOutcome:
         client = self._litellm_chat()
         request = {**body, "model": chat.model}
         if not chat.stream:
-            return ChatOutcome(json=orjson.dumps(await client.complete(request, route.litellm_params)))
+            return ChatOutcome(
+                json=orjson.dumps(await client.complete(request, route.litellm_params))
+            )
         chunks = client.stream(request, route.litellm_params)
         first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
 

@@ -17,6 +17,7 @@ from proxy.store.db import Database
 from proxy.store.embedder import Embedder
 from proxy.store.index import FactIndex
 from proxy.store.keys import KeyStore
+from proxy.tokens import TokenCounter
 
 
 @dataclass
@@ -35,4 +36,10 @@ class Services:
     profile: ProfileService
     changes: ChangeLog
     account_config: AccountConfigService
+    tokens: TokenCounter
     started_at: float
+
+    def warm(self) -> None:
+        """Load what a first request would otherwise wait for: encodings, the embedder."""
+        self.tokens.warm()
+        self.embedder.embed(["warm-up"])

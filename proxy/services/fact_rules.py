@@ -25,9 +25,7 @@ def normalize_key(raw: Any, rules: ProfileSettings, param: str = "key") -> str:
     if not key:
         raise BadRequest(f"'{param}' must contain letters or digits, got {raw!r}", param=param)
     if len(key) > rules.max_key_chars:
-        raise BadRequest(
-            f"'{param}' is longer than {rules.max_key_chars} characters", param=param
-        )
+        raise BadRequest(f"'{param}' is longer than {rules.max_key_chars} characters", param=param)
     if key in RESERVED_KEYS:
         raise BadRequest(f"'{key}' is a reserved name and cannot be a fact key", param=param)
     return key

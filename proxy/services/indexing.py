@@ -65,13 +65,18 @@ class IndexSync:
                     if facts:
                         vectors = self._embedder.embed([f.text for f in facts])
                         self._index.upsert(
-                            scope, [f.id for f in facts], vectors, [index_metadata(f) for f in facts]
+                            scope,
+                            [f.id for f in facts],
+                            vectors,
+                            [index_metadata(f) for f in facts],
                         )
                     if gone:
                         self._index.delete(scope, gone)
                 except Exception as exc:
-                    error = exc if isinstance(exc, ProxyError) else Unavailable(
-                        f"retrieval index unavailable: {exc}"
+                    error = (
+                        exc
+                        if isinstance(exc, ProxyError)
+                        else Unavailable(f"retrieval index unavailable: {exc}")
                     )
                     self._outbox.failed(scope, seqs, error.message)
                     raise error from exc
@@ -99,7 +104,7 @@ class IndexSync:
         """Re-derive a scope's index from the records (drop, then upsert every live fact)."""
         with self._lock(scope):
             self._index.drop_scope(scope)
-            facts = self._records.list(scope)
+            facts = self._records.select(scope)
             for start in range(0, len(facts), 256):
                 batch = facts[start : start + 256]
                 vectors = self._embedder.embed([f.text for f in batch])

@@ -29,8 +29,14 @@ class MemoryContext:
 
     def as_json(self) -> list[dict[str, Any]]:
         return [
-            {"id": c.fact.id, "key": c.fact.key, "value": c.fact.value, "kind": c.fact.kind,
-             "section": c.section, "score": None if c.score is None else round(c.score, 6)}
+            {
+                "id": c.fact.id,
+                "key": c.fact.key,
+                "value": c.fact.value,
+                "kind": c.fact.kind,
+                "section": c.section,
+                "score": None if c.score is None else round(c.score, 6),
+            }
             for c in self.chosen
         ]
 
@@ -44,7 +50,9 @@ def latest_user_text(messages: list[dict[str, Any]]) -> str:
             return content
         if isinstance(content, list):
             return " ".join(
-                str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                str(p.get("text", ""))
+                for p in content
+                if isinstance(p, dict) and p.get("type") == "text"
             )
     return ""
 
@@ -72,7 +80,7 @@ class MemoryService:
         flat: list[Chosen] = []
         static: list[Chosen] = []
         if features.user_profile:
-            for fact in self._records.list(scope, None):
+            for fact in self._records.select(scope):
                 if fact.kind != "static" or (floor is not None and fact.confidence < floor):
                     continue
                 (flat if fact.key in FLAT_KEYS else static).append(Chosen(fact, None, "profile"))
@@ -81,8 +89,13 @@ class MemoryService:
             static = static[: self._settings.max_profile_facts]
         hits: list[Chosen] = []
         if features.memory and query.strip():
-            opts = SearchOptions(top_k=limit, threshold=self._settings.threshold, min_confidence=floor)
-            hits = [Chosen(h.fact, h.score, "memories") for h in self._retriever.search(scope, query, opts)]
+            opts = SearchOptions(
+                top_k=limit, threshold=self._settings.threshold, min_confidence=floor
+            )
+            hits = [
+                Chosen(h.fact, h.score, "memories")
+                for h in self._retriever.search(scope, query, opts)
+            ]
         seen: set[str] = set()
         ordered: list[Chosen] = []
         for item in (*flat, *hits, *static):
@@ -95,10 +108,14 @@ class MemoryService:
 
     def _render(self, chosen: list[Chosen]) -> str:
         profile = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen if c.section == "profile"]
-        memories = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen if c.section == "memories"]
+        memories = [
+            BlockItem.of(c.fact.key, c.fact.value) for c in chosen if c.section == "memories"
+        ]
         return self._prompts.memory_block(profile=profile, memories=memories)
 
-    def build(self, scope: Scope, features: Features, messages: list[dict[str, Any]], model: str) -> MemoryContext:
+    def build(
+        self, scope: Scope, features: Features, messages: list[dict[str, Any]], model: str
+    ) -> MemoryContext:
         chosen = self._candidates(scope, features, latest_user_text(messages))
         if not chosen:
             return MemoryContext()

@@ -59,7 +59,7 @@ class ProfileService:
 
     # -- reads -------------------------------------------------------------------------------
     def facts(self, scope: Scope) -> list[Fact]:
-        return self.records.list(scope)
+        return self.records.select(scope)
 
     def get_fact(self, scope: Scope, fact_id: str) -> Fact:
         fact = self.records.get(scope, fact_id)
@@ -71,15 +71,19 @@ class ProfileService:
         self, scope: Scope, flt: FactFilter, *, limit: int, cursor: str | None
     ) -> tuple[list[Fact], str | None]:
         after = decode_cursor(cursor) if cursor else None
-        page = self.records.list(scope, flt, limit=limit + 1, after=after)
+        page = self.records.select(scope, flt, limit=limit + 1, after=after)
         more = len(page) > limit
         page = page[:limit]
         return page, (encode_cursor(page[-1]) if more and page else None)
 
     def search(self, scope: Scope, req: SearchRequest) -> list[Hit]:
-        return self._retriever.search(scope, req.query, self._options(req.threshold, req.top_k, req))
+        return self._retriever.search(
+            scope, req.query, self._options(req.threshold, req.top_k, req)
+        )
 
-    def _options(self, threshold: float | None, top_k: int | None, req: Any = None) -> SearchOptions:
+    def _options(
+        self, threshold: float | None, top_k: int | None, req: Any = None
+    ) -> SearchOptions:
         top_k = top_k if top_k is not None else self.rules.default_top_k
         if top_k > self.rules.max_top_k:
             raise BadRequest(f"'top_k' must be at most {self.rules.max_top_k}", param="top_k")
@@ -112,8 +116,12 @@ class ProfileService:
         for raw_key, raw_value in items.items():
             key = normalize_key(raw_key, self.rules, param=raw_key)
             if key in values:
-                raise BadRequest(f"key {raw_key!r} repeats {key!r} after normalization", param=raw_key)
-            values[key] = None if raw_value is None else coerce_value(raw_value, self.rules, raw_key)
+                raise BadRequest(
+                    f"key {raw_key!r} repeats {key!r} after normalization", param=raw_key
+                )
+            values[key] = (
+                None if raw_value is None else coerce_value(raw_value, self.rules, raw_key)
+            )
         if not values:
             raise BadRequest("the body names no profile fields to set")
         if len(values) > self.rules.max_facts_per_request:
@@ -134,8 +142,12 @@ class ProfileService:
         self, tx: Transaction, scope: Scope, key: str, value: str | None, out: PatchResult, rid: str
     ) -> None:
         existing = self._current(tx, key)
-        entry: dict[str, Any] = {"key": key, "fact_id": existing.id if existing else None,
-                                 "before": existing.value if existing else None, "after": value}
+        entry: dict[str, Any] = {
+            "key": key,
+            "fact_id": existing.id if existing else None,
+            "before": existing.value if existing else None,
+            "after": value,
+        }
         if value is None:
             entry["action"] = "delete" if existing else "unchanged"
             if existing:
@@ -143,10 +155,19 @@ class ProfileService:
                 out.deleted.append(existing)
         elif existing is None:
             fact = Fact(
-                id=new_fact_id(), account=scope.account, collection_id=scope.collection_id,
-                key=key, value=value, kind="static", category=category_for(key),
-                confidence=1.0, source=MANUAL_SOURCE, created_at=tx.now, updated_at=tx.now,
-                valid_from=tx.now, generated_from_request_id=rid,
+                id=new_fact_id(),
+                account=scope.account,
+                collection_id=scope.collection_id,
+                key=key,
+                value=value,
+                kind="static",
+                category=category_for(key),
+                confidence=1.0,
+                source=MANUAL_SOURCE,
+                created_at=tx.now,
+                updated_at=tx.now,
+                valid_from=tx.now,
+                generated_from_request_id=rid,
             )
             tx.add(fact)
             out.created.append(fact)
@@ -156,8 +177,13 @@ class ProfileService:
             entry["action"] = "unchanged"
         else:
             after = dataclasses.replace(
-                existing, value=value, updated_at=tx.now, valid_from=tx.now, confidence=1.0,
-                source=MANUAL_SOURCE, generated_from_request_id=rid,
+                existing,
+                value=value,
+                updated_at=tx.now,
+                valid_from=tx.now,
+                confidence=1.0,
+                source=MANUAL_SOURCE,
+                generated_from_request_id=rid,
                 expires_at=self._expiry(existing.kind, tx.now, None),
             )
             tx.update(existing, after)
@@ -168,21 +194,33 @@ class ProfileService:
     def create_fact(self, scope: Scope, req: FactCreate, *, request_id: str) -> Fact:
         key = normalize_key(req.key, self.rules)
         value = coerce_value(req.value, self.rules)
-        with self.records.transaction(scope, request_id=request_id, source=req.source or MANUAL_SOURCE) as tx:
+        with self.records.transaction(
+            scope, request_id=request_id, source=req.source or MANUAL_SOURCE
+        ) as tx:
             existing = self._current(tx, key)
             if existing is not None:
                 raise Conflict(
                     f"a fact with key {key!r} already exists in this profile: {existing.id} "
                     f"(update it with PATCH /v1/profile/facts/{existing.id})",
-                    param="key", code="fact_exists",
+                    param="key",
+                    code="fact_exists",
                 )
             fact = Fact(
-                id=new_fact_id(), account=scope.account, collection_id=scope.collection_id,
-                key=key, value=value, kind=req.kind, category=category_for(key, req.category),
-                confidence=req.confidence, source=req.source or MANUAL_SOURCE,
-                created_at=tx.now, updated_at=tx.now, valid_from=tx.now,
+                id=new_fact_id(),
+                account=scope.account,
+                collection_id=scope.collection_id,
+                key=key,
+                value=value,
+                kind=req.kind,
+                category=category_for(key, req.category),
+                confidence=req.confidence,
+                source=req.source or MANUAL_SOURCE,
+                created_at=tx.now,
+                updated_at=tx.now,
+                valid_from=tx.now,
                 expires_at=self._expiry(req.kind, tx.now, req.ttl_seconds),
-                generated_from_request_id=request_id, session_id=req.session_id,
+                generated_from_request_id=request_id,
+                session_id=req.session_id,
                 metadata=dict(req.metadata),
             )
             tx.add(fact)
@@ -195,15 +233,20 @@ class ProfileService:
             raise BadRequest("the body names nothing to change")
         with self.records.transaction(scope, request_id=request_id, source=MANUAL_SOURCE) as tx:
             existing = tx.by_id(fact_id)
-            if existing is None or (existing.expires_at is not None and existing.expires_at <= tx.now):
+            if existing is None or (
+                existing.expires_at is not None and existing.expires_at <= tx.now
+            ):
                 raise NotFound(f"no fact with id {fact_id!r} in this profile", param="fact_id")
             updates: dict[str, Any] = {}
             if req.key is not None:
                 updates["key"] = normalize_key(req.key, self.rules)
                 other = self._current(tx, updates["key"])
                 if other is not None and other.id != existing.id:
-                    raise Conflict(f"a fact with key {updates['key']!r} already exists: {other.id}",
-                                   param="key", code="fact_exists")
+                    raise Conflict(
+                        f"a fact with key {updates['key']!r} already exists: {other.id}",
+                        param="key",
+                        code="fact_exists",
+                    )
             if "value" in changes:
                 updates["value"] = coerce_value(req.value, self.rules)
             for name in ("kind", "confidence", "source", "metadata"):
@@ -217,8 +260,9 @@ class ProfileService:
             after = dataclasses.replace(existing, **updates)
             if after == existing:
                 return existing
-            after = dataclasses.replace(after, updated_at=tx.now, valid_from=tx.now,
-                                        generated_from_request_id=request_id)
+            after = dataclasses.replace(
+                after, updated_at=tx.now, valid_from=tx.now, generated_from_request_id=request_id
+            )
             tx.update(existing, after)
         self._sync.try_flush(scope)
         return after
@@ -239,7 +283,9 @@ class ProfileService:
             hits = [Hit(self.get_fact(scope, target_id), 1.0)]
         else:
             assert req.search_query is not None
-            hits = self._retriever.search(scope, req.search_query, self._options(req.threshold, req.top_k))
+            hits = self._retriever.search(
+                scope, req.search_query, self._options(req.threshold, req.top_k)
+            )
         if req.dry_run or not hits:
             return hits
         with self.records.transaction(scope, request_id=request_id, source=MANUAL_SOURCE) as tx:

@@ -39,11 +39,12 @@ class ChangeLog:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def list(
+    def entries(
         self, scope: Scope | None, q: ChangeQuery, *, account: str | None = None
     ) -> list[tuple[int, Change]]:
         """Newest first. With ``scope`` the entries of that scope; with ``scope=None`` and
         ``account`` every collection of that one account (used by the Reflexio-style log)."""
+        params: list[Any]
         if scope is not None:
             where, params = ["account = ?", "scope_key = ?"], [scope.account, scope.key]
         elif account:

@@ -143,9 +143,7 @@ class Database:
 
     def migrate(self) -> None:
         with self.write() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)"
-            )
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
             done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
             for version in sorted(MIGRATIONS):
                 if version in done:

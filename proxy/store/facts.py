@@ -116,10 +116,20 @@ class Transaction:
             "generated_from_request_id = ?, session_id = ?, metadata = ? "
             "WHERE id = ? AND scope_key = ?",
             (
-                after.key, after.value, after.kind, after.category, after.confidence,
-                after.source, after.updated_at, after.expires_at, after.valid_from,
-                after.generated_from_request_id, after.session_id,
-                orjson.dumps(after.metadata).decode(), after.id, self.scope.key,
+                after.key,
+                after.value,
+                after.kind,
+                after.category,
+                after.confidence,
+                after.source,
+                after.updated_at,
+                after.expires_at,
+                after.valid_from,
+                after.generated_from_request_id,
+                after.session_id,
+                orjson.dumps(after.metadata).decode(),
+                after.id,
+                self.scope.key,
             ),
         )
         self._outbox(after.id)
@@ -136,7 +146,9 @@ class Transaction:
     def purge_expired(self, fact: Fact) -> None:
         """Drop an expired fact (closed into history) without a change-log entry of its own."""
         self._close(fact)
-        self.conn.execute("DELETE FROM facts WHERE id = ? AND scope_key = ?", (fact.id, self.scope.key))
+        self.conn.execute(
+            "DELETE FROM facts WHERE id = ? AND scope_key = ?", (fact.id, self.scope.key)
+        )
         self._outbox(fact.id)
 
     # -- internals -------------------------------------------------------------------------------
@@ -147,9 +159,21 @@ class Transaction:
     @staticmethod
     def _values(fact: Fact) -> tuple[Any, ...]:
         return (
-            fact.id, fact.account, fact.collection_id, fact.key, fact.value, fact.kind,
-            fact.category, fact.confidence, fact.source, fact.created_at, fact.updated_at,
-            fact.expires_at, fact.valid_from, fact.generated_from_request_id, fact.session_id,
+            fact.id,
+            fact.account,
+            fact.collection_id,
+            fact.key,
+            fact.value,
+            fact.kind,
+            fact.category,
+            fact.confidence,
+            fact.source,
+            fact.created_at,
+            fact.updated_at,
+            fact.expires_at,
+            fact.valid_from,
+            fact.generated_from_request_id,
+            fact.session_id,
             orjson.dumps(fact.metadata).decode(),
         )
 
@@ -158,8 +182,15 @@ class Transaction:
         self.conn.execute(
             "INSERT INTO fact_versions (fact_id, account, scope_key, snapshot, valid_from, "
             "valid_to, closed_by_request_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (fact.id, self.scope.account, self.scope.key, orjson.dumps(closed).decode(),
-             fact.valid_from, self.now, self.request_id),
+            (
+                fact.id,
+                self.scope.account,
+                self.scope.key,
+                orjson.dumps(closed).decode(),
+                fact.valid_from,
+                self.now,
+                self.request_id,
+            ),
         )
 
     def _outbox(self, fact_id: str) -> None:
@@ -186,9 +217,18 @@ class Transaction:
         self.conn.execute(
             "INSERT INTO changes (id, account, collection_id, scope_key, request_id, source, "
             "created_at, added, updated, removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (change.id, change.account, change.collection_id, self.scope.key, change.request_id,
-             change.source, change.created_at, orjson.dumps(change.added).decode(),
-             orjson.dumps(change.updated).decode(), orjson.dumps(change.removed).decode()),
+            (
+                change.id,
+                change.account,
+                change.collection_id,
+                self.scope.key,
+                change.request_id,
+                change.source,
+                change.created_at,
+                orjson.dumps(change.added).decode(),
+                orjson.dumps(change.updated).decode(),
+                orjson.dumps(change.removed).decode(),
+            ),
         )
         return change
 
@@ -202,7 +242,9 @@ class FactRecords:
         self, scope: Scope, *, request_id: str | None, source: str | None, now: float | None = None
     ) -> Iterator[Transaction]:
         with self._db.write() as conn:
-            tx = Transaction(conn, scope, request_id, source, now if now is not None else time.time())
+            tx = Transaction(
+                conn, scope, request_id, source, now if now is not None else time.time()
+            )
             yield tx
             tx.change = tx._record_change()
 
@@ -217,7 +259,9 @@ class FactRecords:
             ).fetchone()
         return _row_to_fact(row) if row else None
 
-    def by_ids(self, scope: Scope, ids: Sequence[str], *, now: float | None = None) -> dict[str, Fact]:
+    def by_ids(
+        self, scope: Scope, ids: Sequence[str], *, now: float | None = None
+    ) -> dict[str, Fact]:
         if not ids:
             return {}
         live, args = _live(now or time.time())
@@ -230,7 +274,7 @@ class FactRecords:
             ).fetchall()
         return {row["id"]: _row_to_fact(row) for row in rows}
 
-    def list(
+    def select(
         self,
         scope: Scope,
         flt: FactFilter | None = None,
@@ -262,10 +306,12 @@ class FactRecords:
     def count(self, scope: Scope, *, now: float | None = None) -> int:
         live, args = _live(now or time.time())
         with self._db.read() as conn:
-            return int(conn.execute(
-                f"SELECT COUNT(*) FROM facts WHERE scope_key = ? AND account = ? AND {live}",
-                (scope.key, scope.account, *args),
-            ).fetchone()[0])
+            return int(
+                conn.execute(
+                    f"SELECT COUNT(*) FROM facts WHERE scope_key = ? AND account = ? AND {live}",
+                    (scope.key, scope.account, *args),
+                ).fetchone()[0]
+            )
 
     def history(self, scope: Scope, fact_id: str) -> list[dict[str, Any]]:
         """Closed versions of a fact, oldest first."""
