@@ -1,11 +1,11 @@
 """Benchmark of the offline MiniLM embedder (onnxruntime) against a plain NumPy forward pass.
 
-    python bench/bench_embedder.py [--calls 300] [--cache-dir DIR] [--intra 1 2]
+    python bench/bench_embedder.py [--rounds 15] [--cache-dir DIR] [--intra 1 2]
 
 Prints per-call latency p50/p99 for single short sentences, a batch of 32 (and per sentence),
 the throughput of 4 threads each embedding single sentences, for every onnxruntime
-``intra_op_threads`` value given, and the same for a NumPy implementation of the same weights
-measured in the same run; then the NumPy/ONNX ratios. Not a test: numbers vary with load.
+``intra_op_threads`` value given, and the same for a NumPy implementation of the same weights,
+interleaved round by round in the same run; then the NumPy/ONNX ratios. Not a test.
 """
 
 from __future__ import annotations
@@ -126,22 +126,10 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q))
 
 
-def measure(embed: Callable[[Sequence[str]], np.ndarray], calls: int) -> dict[str, float]:
-    for i in range(10):
-        embed([SHORT[i % len(SHORT)]])
-    embed(BATCH)
-    single = []
-    for i in range(calls):
-        t = time.perf_counter()
-        embed([SHORT[i % len(SHORT)]])
-        single.append(time.perf_counter() - t)
-    batch = []
-    for _ in range(max(5, calls // 20)):
-        t = time.perf_counter()
-        embed(BATCH)
-        batch.append(time.perf_counter() - t)
-    per_thread = max(20, calls // 4)
+Embed = Callable[[Sequence[str]], np.ndarray]
 
+
+def _threads4(embed: Embed, per_thread: int) -> float:
     def work(offset: int) -> None:
         for i in range(per_thread):
             embed([SHORT[(i + offset) % len(SHORT)]])
@@ -152,20 +140,44 @@ def measure(embed: Callable[[Sequence[str]], np.ndarray], calls: int) -> dict[st
         th.start()
     for th in threads:
         th.join()
-    elapsed = time.perf_counter() - t
+    return 4 * per_thread / (time.perf_counter() - t)
+
+
+def measure(contenders: dict[str, tuple[Embed, int]], rounds: int) -> dict[str, dict[str, float]]:
+    """Interleaved: every round runs each contender briefly, so all see the same machine load
+    (this box is shared). ``contenders``: name -> (embed, single calls per round)."""
+    single: dict[str, list[float]] = {n: [] for n in contenders}
+    batch: dict[str, list[float]] = {n: [] for n in contenders}
+    rates: dict[str, list[float]] = {n: [] for n in contenders}
+    for embed, _ in contenders.values():  # warm-up
+        embed(SHORT)
+        embed(BATCH)
+    for _ in range(rounds):
+        for name, (embed, calls) in contenders.items():
+            for i in range(calls):
+                t = time.perf_counter()
+                embed([SHORT[i % len(SHORT)]])
+                single[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            embed(BATCH)
+            batch[name].append(time.perf_counter() - t)
+            rates[name].append(_threads4(embed, max(2, calls // 2)))
     return {
-        "single_p50_ms": _pct(single, 50),
-        "single_p99_ms": _pct(single, 99),
-        "batch32_p50_ms": _pct(batch, 50),
-        "batch32_p99_ms": _pct(batch, 99),
-        "batch32_per_sentence_ms": _pct(batch, 50) / len(BATCH),
-        "threads4_sentences_per_s": 4 * per_thread / elapsed,
+        n: {
+            "single_p50_ms": _pct(single[n], 50),
+            "single_p99_ms": _pct(single[n], 99),
+            "batch32_p50_ms": _pct(batch[n], 50),
+            "batch32_p99_ms": _pct(batch[n], 99),
+            "batch32_per_sentence_ms": _pct(batch[n], 50) / len(BATCH),
+            "threads4_sentences_per_s": float(np.median(rates[n])),
+        }
+        for n in contenders
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
     ap.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temp dir")
     ap.add_argument("--intra", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
@@ -174,14 +186,15 @@ def main() -> None:
         t = time.perf_counter()
         first = emb.MiniLMEmbedder(cache, intra_op_threads=args.intra[0])
         print(f"first construction (build if not cached + load): {time.perf_counter() - t:.2f} s")
-        rows: dict[str, dict[str, float]] = {}
+        contenders: dict[str, tuple[Embed, int]] = {}
         for n in args.intra:
             e = first if n == args.intra[0] else emb.MiniLMEmbedder(cache, intra_op_threads=n)
-            rows[f"onnx intra={n}"] = measure(e.embed, args.calls)
+            contenders[f"onnx intra={n}"] = (e.embed, 20)
         base = NumpyMiniLM()
         check = float(np.min(np.sum(base.embed(SHORT) * first.embed(SHORT), axis=1)))
         print(f"numpy vs onnx min cosine on the bench sentences: {check:.6f}")
-        rows["numpy baseline"] = measure(base.embed, max(50, args.calls // 3))
+        contenders["numpy baseline"] = (base.embed, 5)
+        rows = measure(contenders, args.rounds)
     keys = list(next(iter(rows.values())))
     print(f"{'':18}" + "".join(f"{k:>26}" for k in keys))
     for name, r in rows.items():

@@ -14,9 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.api import account, chat, facts, health, models, profile
+from proxy.api import account, admin, chat, facts, health, interactions, models, profile
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
+from proxy.llm.completer import Completer
 from proxy.llm.embeddings import build_embedder
 from proxy.llm.offline import prepare_offline_env
 from proxy.llm.passthrough import Passthrough
@@ -26,6 +27,8 @@ from proxy.prompts import Prompts
 from proxy.services.account_config import AccountConfigService
 from proxy.services.chat import ChatService, LiteLLMChatLike
 from proxy.services.container import Services
+from proxy.services.extraction import Extractor
+from proxy.services.extraction_apply import Applier
 from proxy.services.indexing import IndexSync
 from proxy.services.memory import MemoryService
 from proxy.services.profile import ProfileService
@@ -35,8 +38,10 @@ from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
+from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
 from proxy.tokens import TokenCounter
+from proxy.worker import Worker
 
 log = logging.getLogger("profilo")
 
@@ -89,13 +94,30 @@ def build_services(settings: Settings) -> Services:
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()
     memory = MemoryService(records, retriever, prompts, tokens, settings.memory)
+    litellm_chat = _litellm_factory(settings)
+    jobs = JobStore(db)
+    learn = settings.learning
+    extractor = Extractor(
+        records=records,
+        retriever=retriever,
+        completer=Completer(router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds),
+        prompts=prompts,
+        account_config=account_config,
+        applier=Applier(records, retriever, embedder, sync, learn, settings.profile),
+        settings=learn,
+        profile_rules=settings.profile,
+        extraction_model=settings.models.extraction,
+    )
+    worker = Worker(jobs, extractor, learn)
     chat_service = ChatService(
         router,
         passthrough,
-        _litellm_factory(settings),
+        litellm_chat,
         memory,
         account_config,
         settings.memory.timeout_seconds,
+        learning=worker,
+        max_message_chars=learn.max_message_chars,
     )
     return Services(
         settings=settings,
@@ -114,6 +136,8 @@ def build_services(settings: Settings) -> Services:
         account_config=account_config,
         tokens=tokens,
         started_at=time.time(),
+        jobs=jobs,
+        learning=worker,
     )
 
 
@@ -163,11 +187,13 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(services.warm)  # cold loads off the first request's path
         await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
         retry = asyncio.create_task(_replay_forever(services))
+        await services.learning.start()  # re-queues jobs a crash left running
         app.state.services = services
         try:
             yield
         finally:
             retry.cancel()
+            await services.learning.stop()
             await services.passthrough.close()
             services.index.close()
             services.db.close()
@@ -177,6 +203,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, chat, models, profile, facts, account):
+    for module in (health, chat, models, profile, facts, account, interactions, admin):
         app.include_router(module.router)
     return app

@@ -89,6 +89,23 @@ class MemorySettings(BaseModel):
     template: Path | None = None
 
 
+class LearningSettings(BaseModel):
+    """Background fact extraction from finished turns (the durable job queue)."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_worker: bool = True
+    concurrency: int = Field(default=4, ge=1, le=256)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_cap_seconds: float = Field(default=300.0, gt=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    nearest_facts: int = Field(default=20, ge=0, le=100)
+    dedupe_similarity: float = Field(default=0.9, ge=0.0, le=1.0)
+    max_message_chars: int = Field(default=8000, ge=100)
+    retention_days: float = Field(default=7.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
@@ -106,6 +123,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     profile: ProfileSettings = ProfileSettings()
     memory: MemorySettings = MemorySettings()
+    learning: LearningSettings = LearningSettings()
 
     @property
     def db_path(self) -> Path:

@@ -36,6 +36,39 @@ class BlockItem:
         return cls(data_key(key), data_literal(value))
 
 
+@dataclass(frozen=True, slots=True)
+class ExtractMessage:
+    number: int
+    role: str  # "user" | "assistant"
+    text: str  # already a data literal
+
+    @classmethod
+    def of(cls, number: int, role: str, text: str) -> ExtractMessage:
+        return cls(number, role, data_literal(text))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractFact:
+    id: str  # the prompt's short local id (f1, f2, ...)
+    key: str
+    value: str  # already a data literal
+    kind: str
+    category: str
+
+    @classmethod
+    def of(cls, local_id: str, key: str, value: str, kind: str, category: str) -> ExtractFact:
+        return cls(local_id, data_key(key), data_literal(value), kind, data_key(category))
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractInstructions:
+    """The account's extractor config, defaults filled in."""
+
+    context: str
+    definition: str
+    should_extract: str
+
+
 class Prompts:
     def __init__(self, *, memory_block: Path | None = None, directory: Path = PROMPTS_DIR) -> None:
         self._env = Environment(
@@ -45,6 +78,7 @@ class Prompts:
             keep_trailing_newline=False,
         )
         self._memory_block = self._load(memory_block, "memory_block.j2")
+        self._extract_facts = self._env.get_template("extract_facts.j2")
 
     def _load(self, custom: Path | None, name: str) -> Template:
         if custom is None:
@@ -53,3 +87,20 @@ class Prompts:
 
     def memory_block(self, *, profile: list[BlockItem], memories: list[BlockItem]) -> str:
         return self._memory_block.render(profile=profile, memories=memories).strip()
+
+    def extract_facts(
+        self,
+        *,
+        instructions: ExtractInstructions,
+        messages: list[ExtractMessage],
+        facts: list[ExtractFact],
+        categories: tuple[str, ...],
+    ) -> str:
+        return self._extract_facts.render(
+            context=instructions.context,
+            definition=instructions.definition,
+            should_extract=instructions.should_extract,
+            messages=messages,
+            facts=facts,
+            categories=categories,
+        ).strip()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
-from proxy.deps import current_account, get_services
+from proxy.deps import current_account, get_services, request_id
 from proxy.models import Account
 from proxy.schemas.openai import parse_chat_request
 
@@ -20,7 +20,7 @@ async def chat_completions(
 ) -> Response:
     chat = parse_chat_request(await request.body())
     outcome = await get_services(request).chat.complete(
-        chat, account, request.headers.get("x-collection-id")
+        chat, account, request.headers.get("x-collection-id"), request_id(request)
     )
     if outcome.stream is not None:
         return StreamingResponse(

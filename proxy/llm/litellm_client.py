@@ -350,8 +350,11 @@ def map_error(exc: BaseException) -> ProxyError:
 _PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)+")
 
 
+_SUFFIX = re.compile(r"\s*Handle with `litellm\.\w+`\.?\s*$")
+
+
 def _clean(text: str) -> str:
-    return _PREFIX.sub("", text).strip()[:1000]
+    return _SUFFIX.sub("", _PREFIX.sub("", text)).strip()[:1000]
 
 
 def _upstream_error(exc: BaseException, status: int) -> UpstreamError:

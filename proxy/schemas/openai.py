@@ -10,7 +10,7 @@ import orjson
 from proxy.errors import BadRequest
 
 #: Fields that belong to the proxy: taken out before a request is forwarded.
-PROXY_FIELDS = ("features", "collection_id")
+PROXY_FIELDS = ("features", "collection_id", "wait_for_learning_seconds")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_COLLECTION_ID = 256
 
@@ -30,6 +30,7 @@ class ChatRequest:
     body: dict[str, Any]  # what the upstream gets: the client's body less the proxy's fields
     features: dict[str, Any] = field(default_factory=dict)  # only the keys the client set
     collection_id: str | None = None
+    wait_for_learning_seconds: float = 0.0
 
     @property
     def user(self) -> str | None:
@@ -95,7 +96,28 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     features = parse_features(raw_features)
     if collection_id is None and raw_features and "collection_id" in raw_features:
         collection_id = check_collection_id(raw_features["collection_id"], "features.collection_id")
-    return ChatRequest(body=body, features=features, collection_id=collection_id)
+    wait = check_wait_seconds(body.pop("wait_for_learning_seconds", None))
+    return ChatRequest(
+        body=body, features=features, collection_id=collection_id, wait_for_learning_seconds=wait
+    )
+
+
+MAX_WAIT_FOR_LEARNING = 20.0
+
+
+def check_wait_seconds(value: Any, param: str = "wait_for_learning_seconds") -> float:
+    """Hebbrix's ``wait_for_learning_seconds``: 0-20 (None: 0)."""
+    if value is None:
+        return 0.0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= MAX_WAIT_FOR_LEARNING
+    ):
+        raise BadRequest(
+            f"'{param}' must be a number from 0 to {MAX_WAIT_FOR_LEARNING:g}", param=param
+        )
+    return float(value)
 
 
 def parse_features(raw: Any) -> dict[str, Any]:

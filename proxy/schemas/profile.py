@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from proxy.models import Fact
 
 Kind = Literal["static", "dynamic"]
 JSONScalar = str | int | float | bool
 FactValue = JSONScalar | list[JSONScalar]
+FACT_ID_PATTERN = r"^fact_[0-9a-f]{32}$"
 
 
 def iso(ts: float | None) -> str | None:
@@ -107,11 +108,11 @@ class SearchRequest(_Scoped):
 
 class DeleteByQuery(_Scoped):
     search_query: str | None = Field(default=None, min_length=1, max_length=4000)
-    fact_id: str | None = Field(default=None, min_length=1)
-    profile_id: str | None = Field(default=None, min_length=1)
+    fact_id: str | None = Field(default=None, pattern=FACT_ID_PATTERN)
+    profile_id: str | None = Field(default=None, pattern=FACT_ID_PATTERN)
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1)
-    dry_run: bool = False
+    dry_run: StrictBool = False  # as strict as PATCH /v1/profile's: "false" is not False
 
     @model_validator(mode="after")
     def _one_target(self) -> DeleteByQuery:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from proxy.llm.router import Route, UpstreamRouter
 from proxy.models import Account, Features, Scope
 from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
+from proxy.services.extraction import LearningQueue, chat_turn
 from proxy.services.memory import MemoryContext, MemoryService, inject
 
 log = logging.getLogger("profilo.chat")
@@ -59,6 +61,42 @@ def _header_safe(text: str) -> str:
     return re.sub(r"[^\x20-\x7e]", " ", text)[:200]
 
 
+@dataclass(slots=True)
+class PendingTurn:
+    """A turn to learn from once the answer is complete."""
+
+    request_id: str
+    account: str
+    scope: Scope
+    messages: list[dict[str, Any]]  # the client's messages (before memory injection)
+    model: str
+    wait: float
+
+
+def _choice0_delta(data: bytes) -> str | None:
+    """Choice 0's content delta in one SSE ``data:`` payload (None: none or not JSON)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            return content if isinstance(content, str) else None
+    return None
+
+
+def _reply_text(body: bytes) -> str | None:
+    try:
+        answer = orjson.loads(body)
+        content = answer["choices"][0]["message"]["content"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
+
+
 class ChatService:
     def __init__(
         self,
@@ -68,6 +106,8 @@ class ChatService:
         memory: MemoryService,
         account_config: AccountConfigService,
         memory_timeout: float,
+        learning: LearningQueue | None = None,
+        max_message_chars: int = 8000,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
@@ -75,12 +115,19 @@ class ChatService:
         self._memory = memory
         self._account_config = account_config
         self._memory_timeout = memory_timeout
+        self._learning = learning
+        self._max_message_chars = max_message_chars
 
     def features(self, account: Account, chat: ChatRequest) -> Features:
-        """The account's default features, overridden by what the request set."""
+        """The account's default features, overridden by what the request set. ``learning``
+        comes out resolved: on with memory or user_profile (or when asked for), unless the
+        request or the account config turns it off."""
         defaults = self._account_config.get(account.id).features
         merged = {"memory": defaults.memory, "user_profile": defaults.user_profile} | chat.features
-        return Features(**merged)
+        features = Features(**merged)
+        asked = features.learning if features.learning is not None else features.any
+        features.learning = bool(asked and defaults.learning and self._learning is not None)
+        return features
 
     async def _remember(
         self, scope: Scope, features: Features, chat: ChatRequest, headers: dict[str, str]
@@ -108,24 +155,86 @@ class ChatService:
         return ctx
 
     async def complete(
-        self, chat: ChatRequest, account: Account, header_collection: str | None = None
+        self,
+        chat: ChatRequest,
+        account: Account,
+        header_collection: str | None = None,
+        request_id: str | None = None,
     ) -> ChatOutcome:
         headers: dict[str, str] = {}
         features = self.features(account, chat)
         ctx: MemoryContext | None = None
-        if features.any:
+        turn: PendingTurn | None = None
+        if features.any or features.learning:
             scope = chat_scope(account, chat, header_collection)
-            ctx = await self._remember(scope, features, chat, headers)
+            if features.learning:
+                turn = PendingTurn(
+                    request_id or "req_" + uuid.uuid4().hex,
+                    account.id,
+                    scope,
+                    chat.body["messages"],
+                    chat.model,
+                    chat.wait_for_learning_seconds,
+                )
+            if features.any:
+                ctx = await self._remember(scope, features, chat, headers)
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
         outcome.headers.update(headers)
+        if turn is not None:
+            if outcome.json is not None:
+                status = await self._learn(turn, _reply_text(outcome.json))
+                outcome.headers["X-Profilo-Learning"] = status
+            elif outcome.stream is not None:
+                outcome.stream = self._learn_after_stream(outcome.stream, turn)
+                outcome.headers["X-Profilo-Learning"] = "on"
         if ctx is not None and features.return_memory_context and outcome.json is not None:
             answer = orjson.loads(outcome.json)
             if isinstance(answer, dict):
                 answer["memory_context"] = ctx.as_json()
                 outcome.json = orjson.dumps(answer)
         return outcome
+
+    async def _learn(self, turn: PendingTurn, reply: str | None) -> str:
+        """Queue the turn (committed before the answer goes out); wait for it if asked.
+        A queue failure never fails the chat (fail open): it is logged and reported."""
+        assert self._learning is not None
+        messages = chat_turn(turn.messages, reply, self._max_message_chars)
+        if messages is None:
+            return "skipped"
+        payload = {"messages": messages, "source": "chat", "model": turn.model}
+        try:
+            await self._learning.enqueue(turn.request_id, turn.scope, payload)
+            if turn.wait <= 0:
+                return "queued"
+            job = await self._learning.wait(turn.account, turn.request_id, turn.wait)
+        except Exception as exc:
+            log.error("turn not queued for learning (fail open): %s", exc)
+            return "error"
+        return job.status if job is not None else "queued"
+
+    async def _learn_after_stream(
+        self, events: AsyncIterator[bytes], turn: PendingTurn
+    ) -> AsyncIterator[bytes]:
+        """Relay the events untouched, reading choice 0's text on the way; once the stream
+        ended normally (``[DONE]``), queue the turn before ``[DONE]`` is sent."""
+        parts: list[str] = []
+        learned = False
+        async for event in events:
+            if not learned and b"data:" in event:
+                for line in event.splitlines():
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        learned = True
+                        await self._learn(turn, "".join(parts))
+                        break
+                    piece = _choice0_delta(data)
+                    if piece:
+                        parts.append(piece)
+            yield event
 
     async def _forward(self, chat: ChatRequest) -> ChatOutcome:
         route = self._router.resolve(chat.model)

@@ -9,6 +9,7 @@ from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
 from proxy.services.account_config import AccountConfigService
 from proxy.services.chat import ChatService
+from proxy.services.extraction import LearningQueue
 from proxy.services.indexing import IndexSync
 from proxy.services.profile import ProfileService
 from proxy.services.retrieval import Retriever
@@ -16,6 +17,7 @@ from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
 from proxy.store.embedder import Embedder
 from proxy.store.index import FactIndex
+from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
 from proxy.tokens import TokenCounter
 
@@ -38,6 +40,8 @@ class Services:
     account_config: AccountConfigService
     tokens: TokenCounter
     started_at: float
+    jobs: JobStore
+    learning: LearningQueue
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

@@ -94,6 +94,30 @@ MIGRATIONS: dict[int, str] = {
         updated_at REAL NOT NULL
     );
     """,
+    3: """
+    CREATE TABLE IF NOT EXISTS jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        account TEXT NOT NULL,
+        collection_id TEXT,
+        scope_key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        next_run_at REAL NOT NULL,
+        error TEXT,
+        result TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_run_at, seq) WHERE status = 'queued';
+    CREATE INDEX IF NOT EXISTS jobs_scope_pending ON jobs(scope_key, seq)
+        WHERE status IN ('queued', 'running');
+    CREATE INDEX IF NOT EXISTS jobs_account ON jobs(account, status, seq);
+    CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+    """,
 }
 
 

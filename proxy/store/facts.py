@@ -77,6 +77,8 @@ class Transaction:
     updated: list[tuple[Fact, Fact]] = field(default_factory=list)
     removed: list[Fact] = field(default_factory=list)
     change: Change | None = None  # set when the transaction commits with changes
+    always_record: bool = False  # write the change-log entry even with no changes (jobs)
+    change_id: str = field(default_factory=lambda: "chg_" + uuid.uuid4().hex)
 
     # -- reads inside the transaction (consistent with its writes) --------------------------
     def by_key(self, key: str) -> Fact | None:
@@ -201,10 +203,10 @@ class Transaction:
         )
 
     def _record_change(self) -> Change | None:
-        if not (self.added or self.updated or self.removed):
+        if not (self.added or self.updated or self.removed or self.always_record):
             return None
         change = Change(
-            id="chg_" + uuid.uuid4().hex,
+            id=self.change_id,
             account=self.scope.account,
             collection_id=self.scope.collection_id,
             request_id=self.request_id,
@@ -239,12 +241,19 @@ class FactRecords:
 
     @contextmanager
     def transaction(
-        self, scope: Scope, *, request_id: str | None, source: str | None, now: float | None = None
+        self,
+        scope: Scope,
+        *,
+        request_id: str | None,
+        source: str | None,
+        now: float | None = None,
+        always_record: bool = False,
     ) -> Iterator[Transaction]:
         with self._db.write() as conn:
             tx = Transaction(
                 conn, scope, request_id, source, now if now is not None else time.time()
             )
+            tx.always_record = always_record
             yield tx
             tx.change = tx._record_change()
 

@@ -1,0 +1,317 @@
+"""Shared pieces of the benchmarks: processes, the load generator, statistics, tables.
+
+Every server (fake upstream, proxy, litellm baseline) runs in its own process; the load
+generator is an aiohttp client with keep-alive in the bench process. Each scenario is measured
+in rounds that interleave the targets, so that the noise of a shared machine falls on all of
+them alike, and every figure is reported next to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MODEL = "bench-model"
+
+
+# -- machine ----------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_1m_at_start": load,
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return f"machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}, {m['platform']}"
+
+
+# -- processes --------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def spawn(
+    name: str,
+    args: Sequence[str],
+    port: int,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/",
+    ready_timeout: float = 120.0,
+) -> Server:
+    """Start ``python args...`` (cwd = repo root) and wait until ``ready_path`` answers < 500."""
+    log = log_dir / f"{name}.log"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [PYTHON, *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    server = Server(name, proc, port, log)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(
+                    f"GET {ready_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
+                head = s.recv(64)
+            if head.startswith(b"HTTP/1.1 ") and head[9:10] in b"234":
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(
+        f"{name} did not become ready in {ready_timeout}s:\n{log.read_text()[-3000:]}"
+    )
+
+
+# -- statistics -------------------------------------------------------------------------------
+def pct(values: Sequence[float], q: float) -> float:
+    """Percentile by linear interpolation (q in 0..100)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+@dataclass
+class Samples:
+    """Latencies (seconds) of one target in one scenario, pooled over rounds."""
+
+    latency: list[float] = field(default_factory=list)  # whole reply (non-streaming) or TTFB
+    total: list[float] = field(default_factory=list)  # whole reply (streaming: to [DONE])
+    wall: float = 0.0  # summed wall time of the batches
+    count: int = 0
+    errors: int = 0
+    cpu: float = 0.0  # CPU seconds of the target's own server process over the batches
+
+    def summary(self) -> dict[str, float]:
+        ms = 1000.0
+        return {
+            "n": self.count,
+            "errors": self.errors,
+            "p50_ms": pct(self.latency, 50) * ms,
+            "p90_ms": pct(self.latency, 90) * ms,
+            "p99_ms": pct(self.latency, 99) * ms,
+            "mean_ms": (sum(self.latency) / len(self.latency) * ms) if self.latency else 0.0,
+            "total_p50_ms": pct(self.total, 50) * ms,
+            "total_p99_ms": pct(self.total, 99) * ms,
+            "rps": self.count / self.wall if self.wall else 0.0,
+            "server_cpu_ms_per_req": self.cpu / self.count * ms if self.count else 0.0,
+        }
+
+
+# -- load generator ---------------------------------------------------------------------------
+@dataclass
+class Target:
+    """One thing to send requests to."""
+
+    name: str
+    url: str  # full URL of the chat completions endpoint
+    body: bytes
+    stream: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    check: Callable[[aiohttp.ClientResponse], None] | None = None
+    pid: int | None = None  # the server process whose CPU time is charged to this target
+
+
+def chat_body(stream: bool, model: str = MODEL, **extra: Any) -> bytes:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Can you suggest a good place to eat tonight?"},
+        ],
+        **extra,
+    }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+async def _one(session: aiohttp.ClientSession, t: Target, out: Samples) -> None:
+    t0 = time.perf_counter()
+    try:
+        async with session.post(t.url, data=t.body, headers=t.headers) as resp:
+            if t.stream:
+                first = await resp.content.readany()
+                t1 = time.perf_counter()
+                tail = first
+                while True:
+                    chunk = await resp.content.readany()
+                    if not chunk:
+                        break
+                    tail = (tail + chunk)[-64:]
+                t2 = time.perf_counter()
+                ok = resp.status == 200 and b"[DONE]" in tail
+            else:
+                data = await resp.read()
+                t1 = t2 = time.perf_counter()
+                ok = resp.status == 200 and data[:1] == b"{"
+            if ok and t.check is not None:
+                t.check(resp)
+    except (TimeoutError, aiohttp.ClientError, OSError, AssertionError):
+        ok = False
+        t1 = t2 = time.perf_counter()
+    if not ok:
+        out.errors += 1
+        return
+    out.latency.append(t1 - t0)
+    out.total.append(t2 - t0)
+
+
+async def run_batch(
+    session: aiohttp.ClientSession, t: Target, n: int, concurrency: int, out: Samples
+) -> None:
+    """``n`` requests through ``concurrency`` workers, each sending one after the other."""
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for _ in counter:
+            await _one(session, t, out)
+
+    c0 = process_cpu(t.pid)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+    out.wall += time.perf_counter() - t0
+    out.cpu += process_cpu(t.pid) - c0
+    out.count += n
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def new_session(limit: int = 256) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=60),
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+async def measure(
+    targets: Sequence[Target],
+    *,
+    n: int,
+    concurrency: int,
+    rounds: int,
+    warmup: int,
+) -> dict[str, Samples]:
+    """Interleave the targets: every round sends ``n // rounds`` requests to each, in an order
+    rotated from round to round. Warm-up requests (every target, same concurrency) first."""
+    results = {t.name: Samples() for t in targets}
+    per_round = max(1, n // rounds)
+    async with new_session() as session:
+        for t in targets:
+            await run_batch(session, t, warmup, concurrency, Samples())
+        for r in range(rounds):
+            order = list(targets[r % len(targets) :]) + list(targets[: r % len(targets)])
+            for t in order:
+                await run_batch(session, t, per_round, concurrency, results[t.name])
+    return results
+
+
+def use_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# -- tables -----------------------------------------------------------------------------------
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            if v != v:  # nan
+                return "-"
+            return f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+        return str(v)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "  ".join(
+        h.rjust(w) if i else h.ljust(w)
+        for i, (h, w) in enumerate(zip(headers, widths, strict=True))
+    )
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in cells:
+        out.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return "\n".join(out)

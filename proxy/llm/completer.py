@@ -1,0 +1,82 @@
+"""Internal, non-streaming completions through the same routes as chat.
+
+The proxy's own LLM calls (extraction now, the dialectic later) go where a client's chat with
+that model would go: the OpenAI-compatible pass-through or litellm. The answer is a parsed
+OpenAI ``chat.completion`` dict; failures are ``proxy.errors`` kinds (``UpstreamError`` with
+the upstream's status and ``Retry-After``, ``UpstreamTimeout``, ``UpstreamUnreachable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.llm.passthrough import Passthrough
+from proxy.llm.router import UpstreamRouter
+
+
+class LiteLLMCompleter(Protocol):
+    async def complete(self, body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class Completer:
+    def __init__(
+        self,
+        router: UpstreamRouter,
+        passthrough: Passthrough,
+        litellm_chat: Callable[[], LiteLLMCompleter],
+        *,
+        timeout: float,
+    ) -> None:
+        self._router = router
+        self._passthrough = passthrough
+        self._litellm_chat = litellm_chat
+        self._timeout = timeout
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` is an OpenAI chat request (``model`` is the public model name)."""
+        try:
+            return await asyncio.wait_for(self._complete(body), self._timeout)
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"no answer from the model within {self._timeout:g}s") from exc
+
+    async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = str(body["model"])
+        route = self._router.resolve(model)
+        if route.kind == "litellm":
+            request = {**body, "model": model, "stream": False}
+            return await self._litellm_chat().complete(request, route.litellm_params)
+        payload = orjson.dumps({**body, "model": route.model, "stream": False})
+        url = f"{route.api_base}/chat/completions"
+        reply = await self._passthrough.request("POST", url, route.api_key, payload)
+        try:
+            answer = orjson.loads(reply.body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                f"the upstream's answer is not JSON: {reply.body[:200]!r}", status=502
+            ) from exc
+        if not isinstance(answer, dict):
+            raise UpstreamError("the upstream's answer is not a JSON object", status=502)
+        return answer
+
+
+def message_content(completion: dict[str, Any]) -> str | None:
+    """The text of choice 0's message (None when there is none: refusal, tool call only)."""
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p
+        )
+    return None

@@ -1,0 +1,277 @@
+"""The extraction job queue, in the records database (table ``jobs``, migration 3).
+
+A job is written before the turn that produced it is acknowledged. Its life: ``queued`` →
+(claimed) ``running`` → ``done`` | ``failed``, or back to ``queued`` with a later
+``next_run_at`` after a failed attempt. ``mark_done`` runs inside the records transaction that
+applies the job's operations, so applying and finishing commit together (exactly once).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from proxy.models import Scope
+from proxy.store.db import Database
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
+#: A job left ``running`` by this many more crashes than it has attempts is given up.
+INTERRUPTION_GRACE = 3
+
+
+@dataclass(slots=True)
+class Job:
+    seq: int
+    id: str
+    account: str
+    collection_id: str | None
+    payload: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    next_run_at: float
+    error: str | None
+    result: dict[str, Any] | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.account, self.collection_id)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        seq=row["seq"],
+        id=row["id"],
+        account=row["account"],
+        collection_id=row["collection_id"],
+        payload=orjson.loads(row["payload"]),
+        status=row["status"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        next_run_at=row["next_run_at"],
+        error=row["error"],
+        result=orjson.loads(row["result"]) if row["result"] else None,
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- writes --------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        job_id: str,
+        scope: Scope,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int,
+        now: float | None = None,
+    ) -> None:
+        """Write a queued job (committed when this returns). A repeated id raises
+        ``sqlite3.IntegrityError``."""
+        now = time.time() if now is None else now
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO jobs (id, account, collection_id, scope_key, payload, status, "
+                "attempts, max_attempts, next_run_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
+                (
+                    job_id,
+                    scope.account,
+                    scope.collection_id,
+                    scope.key,
+                    orjson.dumps(payload).decode(),
+                    max_attempts,
+                    now,
+                    now,
+                ),
+            )
+
+    def claim(self, limit: int, now: float | None = None) -> list[Job]:
+        """Take up to ``limit`` due jobs: ``running``, one more attempt, committed. A job is
+        eligible only when no earlier job of its scope is queued or running (scope order)."""
+        if limit <= 0:
+            return []
+        now = time.time() if now is None else now
+        with self._db.write() as conn:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM jobs AS j WHERE status = 'queued' AND next_run_at <= ? "
+                    "AND NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.scope_key = j.scope_key "
+                    "AND e.seq < j.seq AND e.status IN ('queued', 'running')) "
+                    "ORDER BY seq LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            conn.execute(
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ? "
+                f"WHERE id IN ({marks}) AND status = 'queued'",
+                (now, *ids),
+            )
+            rows = conn.execute(
+                f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY seq", ids
+            ).fetchall()
+        return [_job(row) for row in rows]
+
+    def retry(self, job_id: str, error: str, run_at: float) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', error = ?, next_run_at = ? "
+                "WHERE id = ? AND status = 'running'",
+                (error[:4000], run_at, job_id),
+            )
+
+    def fail(self, job_id: str, error: str, now: float | None = None) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? "
+                "WHERE id = ? AND status = 'running'",
+                (error[:4000], time.time() if now is None else now, job_id),
+            )
+
+    @staticmethod
+    def is_done(conn: sqlite3.Connection, job_id: str) -> bool:
+        """Inside a write transaction: has this job already been applied?"""
+        row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is not None and row[0] == "done"
+
+    @staticmethod
+    def mark_done(
+        conn: sqlite3.Connection, job_id: str, result: dict[str, Any], now: float
+    ) -> None:
+        """Inside the records transaction that applied the job's operations."""
+        conn.execute(
+            "UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ? "
+            "WHERE id = ?",
+            (orjson.dumps(result).decode(), now, job_id),
+        )
+
+    def requeue_interrupted(self) -> int:
+        """Start-up: jobs a crash (or a stop mid-call) left ``running`` are queued again; one
+        interrupted far more often than it has attempts (it keeps killing the process) fails."""
+        now = time.time()
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error = COALESCE(error || "
+                "'; ', '') || 'interrupted repeatedly (the process stopped during the job)' "
+                "WHERE status = 'running' AND attempts >= max_attempts + ?",
+                (now, INTERRUPTION_GRACE),
+            )
+            cur = conn.execute(
+                "UPDATE jobs SET status = 'queued', next_run_at = ? WHERE status = 'running'",
+                (now,),
+            )
+            return cur.rowcount
+
+    def purge(self, before: float) -> int:
+        """Delete finished jobs (and the turn text they hold) older than ``before``."""
+        with self._db.write() as conn:
+            cur = conn.execute(
+                "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (before,)
+            )
+            return cur.rowcount
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, account: str, job_id: str) -> Job | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT * FROM jobs WHERE id = ? AND account = ?", (job_id, account)
+            ).fetchone()
+        return _job(row) if row else None
+
+    def next_due(self) -> float | None:
+        """When the earliest queued job becomes due (None: nothing is queued)."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT MIN(next_run_at) FROM jobs WHERE status = 'queued'"
+            ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def depth(self) -> int:
+        with self._db.read() as conn:
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
+                ).fetchone()[0]
+            )
+
+    def stats(self, account: str, *, recent: int = 500, failures: int = 20) -> dict[str, Any]:
+        """One account's queue: counts by status, depth, latency of recent jobs (created →
+        finished), the latest failures, dropped operations by reason."""
+        now = time.time()
+        with self._db.read() as conn:
+            counts = dict.fromkeys(STATUSES, 0)
+            for row in conn.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE account = ? GROUP BY status", (account,)
+            ):
+                counts[row[0]] = row[1]
+            pending = conn.execute(
+                "SELECT MIN(created_at), SUM(attempts > 0) FROM jobs "
+                "WHERE account = ? AND status IN ('queued', 'running')",
+                (account,),
+            ).fetchone()
+            done = conn.execute(
+                "SELECT created_at, started_at, finished_at, result FROM jobs "
+                "WHERE account = ? AND status = 'done' ORDER BY seq DESC LIMIT ?",
+                (account, recent),
+            ).fetchall()
+            failed = conn.execute(
+                "SELECT id, collection_id, attempts, error, finished_at FROM jobs "
+                "WHERE account = ? AND status = 'failed' ORDER BY seq DESC LIMIT ?",
+                (account, failures),
+            ).fetchall()
+        latencies = [row["finished_at"] - row["created_at"] for row in done]
+        dropped: Counter[str] = Counter()
+        for row in done:
+            result = orjson.loads(row["result"]) if row["result"] else {}
+            dropped.update(result.get("dropped") or {})
+        return {
+            "counts": counts,
+            "depth": counts["queued"] + counts["running"],
+            "retrying": int(pending[1] or 0),
+            "oldest_pending_age_seconds": (now - pending[0]) if pending[0] is not None else None,
+            "latency_seconds": {
+                "jobs": len(latencies),
+                "p50": _percentile(latencies, 0.50),
+                "p95": _percentile(latencies, 0.95),
+            },
+            "dropped_operations": dict(dropped),
+            "failures": [
+                {
+                    "request_id": row["id"],
+                    "collection_id": row["collection_id"],
+                    "attempts": row["attempts"],
+                    "error": row["error"],
+                    "finished_at": row["finished_at"],
+                }
+                for row in failed
+            ],
+        }

@@ -1,0 +1,213 @@
+"""The durable job runner: asyncio tasks in the app's lifespan working the ``jobs`` table.
+
+- Claims due jobs (``JobStore.claim``: a scope's jobs strictly in order, one at a time) up to
+  the concurrency limit; wakes on enqueue and when a job finishes, else every poll interval.
+- A failed attempt is retried with exponential backoff (an upstream ``Retry-After`` is
+  honoured) on upstream 408/409/429/5xx, unreachable, timeouts, unparseable answers and
+  unexpected errors; another upstream 4xx fails the job at once; after ``max_attempts`` the
+  job is ``failed`` with its last error kept.
+- Start-up re-queues the jobs a crash left ``running``; stopping cancels the jobs in flight,
+  which stay ``running`` until the next start re-queues them (nothing was applied: applying
+  and marking done are one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.config import LearningSettings
+from proxy.errors import ProxyError
+from proxy.models import Scope
+from proxy.services.extraction import Extractor
+from proxy.services.extraction_ops import AnswerError
+from proxy.store.jobs import Job, JobStore
+
+log = logging.getLogger("profilo.worker")
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+MAX_RETRY_AFTER = 3600.0
+PURGE_EVERY = 3600.0
+
+
+@dataclass
+class WorkerStats:
+    """In-process counters (to be exposed as metrics)."""
+
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    attempts: int = 0
+    repeated_runs: int = 0  # a job found already done when applied (changed nothing)
+    facts_added: int = 0
+    facts_updated: int = 0
+    facts_removed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: v for k, v in vars(self).items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+        out["dropped"] = dict(self.dropped)
+        out["errors"] = dict(self.errors)
+        return out
+
+
+def retry_after(exc: BaseException) -> float | None:
+    headers = exc.headers if isinstance(exc, ProxyError) else {}
+    for name, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            return max(0.0, min(float(raw) * scale, MAX_RETRY_AFTER))
+        except ValueError:
+            continue  # an HTTP date: fall back to our own backoff
+    return None
+
+
+def classify(exc: BaseException) -> tuple[bool, str]:
+    """(retryable, the error as kept on the job)."""
+    if isinstance(exc, AnswerError):
+        return True, f"unparseable model answer: {exc}"
+    if isinstance(exc, ProxyError):
+        status = exc.status
+        retryable = status in RETRYABLE_STATUS or status >= 500
+        return retryable, f"upstream HTTP {status} ({exc.code or exc.type}): {exc.message}"
+    return True, f"{type(exc).__name__}: {exc}"
+
+
+class Worker:
+    def __init__(self, jobs: JobStore, extractor: Extractor, settings: LearningSettings) -> None:
+        self._jobs = jobs
+        self._extractor = extractor
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._finished: dict[str, asyncio.Event] = {}
+        self.stats = WorkerStats()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        requeued = await asyncio.to_thread(self._jobs.requeue_interrupted)
+        if requeued:
+            log.warning("re-queued %d extraction jobs left running by the last stop", requeued)
+        if self._settings.run_worker:
+            self._loop_task = asyncio.create_task(self._loop(), name="profilo-worker")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+
+    # -- the queue's API (services.extraction.LearningQueue) ----------------------------------
+    async def enqueue(self, job_id: str, scope: Scope, payload: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._jobs.enqueue, job_id, scope, payload, max_attempts=self._settings.max_attempts
+        )
+        self._wake.set()
+
+    async def wait(self, account: str, job_id: str, seconds: float) -> Job | None:
+        """The job once finished, or as it is when ``seconds`` ran out (None: no such job)."""
+        deadline = time.monotonic() + seconds
+        event = self._finished.setdefault(job_id, asyncio.Event())
+        try:
+            while True:
+                job = await asyncio.to_thread(self._jobs.get, account, job_id)
+                remaining = deadline - time.monotonic()
+                if job is None or job.finished or remaining <= 0:
+                    return job
+                with contextlib.suppress(TimeoutError):  # re-read now and then: other processes
+                    await asyncio.wait_for(event.wait(), min(remaining, 0.5))
+        finally:
+            if self._finished.get(job_id) is event and not event.is_set():
+                self._finished.pop(job_id, None)
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            self._wake.clear()
+            free = self._settings.concurrency - len(self._tasks)
+            try:
+                for job in await asyncio.to_thread(self._jobs.claim, free) if free > 0 else []:
+                    task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                    self._tasks.add(task)
+                if time.time() - last_purge > PURGE_EVERY:
+                    last_purge = time.time()
+                    cutoff = last_purge - self._settings.retention_days * 86400
+                    await asyncio.to_thread(self._jobs.purge, cutoff)
+            except Exception:
+                log.exception("the extraction worker could not read the queue")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
+
+    async def _run(self, job: Job) -> None:
+        self.stats.attempts += 1
+        try:
+            result = await self._extractor.run(job)
+        except asyncio.CancelledError:
+            raise  # stopping: the job stays running and is re-queued at the next start
+        except Exception as exc:
+            await self._failed(job, exc)
+        else:
+            self._count(job, result)
+        finally:
+            self._tasks.discard(asyncio.current_task())
+            self._wake.set()
+        event = self._finished.pop(job.id, None)
+        if event is not None:
+            event.set()
+
+    def _count(self, job: Job, result: dict[str, Any]) -> None:
+        if result.get("already_done"):
+            self.stats.repeated_runs += 1
+            return
+        self.stats.done += 1
+        self.stats.facts_added += int(result.get("added", 0))
+        self.stats.facts_updated += int(result.get("updated", 0))
+        self.stats.facts_removed += int(result.get("removed", 0))
+        self.stats.dropped.update(result.get("dropped") or {})
+        self.stats.latencies.append(time.time() - job.created_at)
+
+    def backoff(self, attempts: int, after: float | None) -> float:
+        base = self._settings.backoff_base_seconds * 2 ** max(attempts - 1, 0)
+        delay = min(base, self._settings.backoff_cap_seconds) * random.uniform(0.8, 1.2)
+        return max(delay, after) if after is not None else delay
+
+    async def _failed(self, job: Job, exc: Exception) -> None:
+        retryable, error = classify(exc)
+        self.stats.errors[type(exc).__name__] += 1
+        try:
+            if retryable and job.attempts < job.max_attempts:
+                delay = self.backoff(job.attempts, retry_after(exc))
+                log.info("job %s attempt %d failed, retry in %.2fs: %s", job.id, job.attempts,
+                         delay, error)  # fmt: skip
+                await asyncio.to_thread(self._jobs.retry, job.id, error, time.time() + delay)
+                self.stats.retried += 1
+                return
+            why = "attempts exhausted" if retryable else "not retryable"
+            log.warning("job %s failed (%s): %s", job.id, why, error)
+            await asyncio.to_thread(self._jobs.fail, job.id, error)
+            self.stats.failed += 1
+        except Exception:
+            log.exception("could not record the failure of job %s", job.id)

@@ -1,0 +1,180 @@
+"""The proxy against a real Chroma server (``chroma run``, started here on 127.0.0.1).
+
+``store.chroma_url`` (``PROFILO_STORE__CHROMA_URL``) switches the index from the embedded
+client to ``HttpClient``: writes and searches go to the server, nothing to the local data dir.
+The records stay the source of truth: a write while the server is down still commits, and the
+index catches up from the outbox once the server is back.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import httpx
+import pytest
+from chromadb.config import Settings as ChromaSettings
+
+from proxy.models import Scope
+from proxy.store.index import collection_name
+from tests.conftest import Proxy
+from tests.fakes.schema import validate_error
+from tests.fakes.server import free_port
+
+HTTP = httpx.Client(timeout=60)
+
+
+def chroma_exe() -> Path:
+    """The ``chroma`` CLI of the running interpreter's environment (``.venv/bin/chroma``)."""
+    exe = Path(sys.executable).parent / "chroma"
+    if not exe.is_file():
+        pytest.fail(f"the chroma CLI is not installed next to {sys.executable}")
+    return exe
+
+
+@dataclass
+class ChromaServer:
+    path: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(chroma_exe()),
+                    "run",
+                    "--path",
+                    str(self.path),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"chroma run exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/api/v2/heartbeat", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"chroma run did not answer its heartbeat:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+    def client(self) -> Any:
+        return chromadb.HttpClient(
+            host="127.0.0.1", port=self.port, settings=ChromaSettings(anonymized_telemetry=False)
+        )
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
+    server = ChromaServer(tmp_path / "chroma-server", free_port(), tmp_path / "chroma.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def call(proxy: Proxy, method: str, path: str, **kw: Any) -> httpx.Response:
+    return HTTP.request(method, proxy.base_url + path, **kw)
+
+
+def test_profile_lives_in_the_chroma_server(
+    make_proxy: Callable[..., Proxy], chroma_server: ChromaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROFILO_STORE__CHROMA_URL", chroma_server.url)
+    proxy = make_proxy()
+    assert proxy.settings.store.chroma_url == chroma_server.url
+    r = call(
+        proxy,
+        "PATCH",
+        "/profile",
+        json={"name": "Ada", "pet": "Has a cat named Miso", "editor": "Writes Python in Neovim"},
+    )
+    assert r.status_code == 200 and r.json()["created"] == 3, r.text
+    r = call(
+        proxy,
+        "POST",
+        "/profile/facts",
+        json={"key": "laptop", "value": "Prefers a Linux laptop", "collection_id": "u1"},
+    )
+    assert r.status_code == 201, r.text
+
+    hits = call(proxy, "POST", "/profile/search", json={"query": "pets", "threshold": 0.3})
+    assert hits.status_code == 200, hits.text
+    assert [h["key"] for h in hits.json()["facts"]] == ["pet"]
+    hits = call(
+        proxy, "POST", "/profile/search", json={"query": "computer", "collection_id": "u1"}
+    ).json()["facts"]
+    assert [h["key"] for h in hits] == ["laptop"]
+
+    # the vectors are in the server, one collection per scope, and not in the data dir
+    client = chroma_server.client()
+    wide = client.get_collection(collection_name(Scope("dev", None)))
+    assert wide.count() == 3
+    assert client.get_collection(collection_name(Scope("dev", "u1"))).count() == 1
+    assert not proxy.settings.chroma_path.exists()
+    assert any(chroma_server.path.iterdir())
+
+    # a delete reaches the server too
+    pet = call(proxy, "POST", "/profile/search", json={"query": "cat"}).json()["facts"][0]
+    assert pet["key"] == "pet"
+    assert call(proxy, "DELETE", f"/profile/facts/{pet['id']}").status_code == 200
+    assert wide.count() == 2
+
+
+def test_writes_survive_a_chroma_outage(
+    make_proxy: Callable[..., Proxy], chroma_server: ChromaServer
+) -> None:
+    proxy = make_proxy(store={"chroma_url": chroma_server.url})
+    assert call(proxy, "PATCH", "/profile", json={"pet": "Has a cat named Miso"}).status_code == 200
+    chroma_server.stop()
+
+    # the records commit; the index work waits in the outbox
+    r = call(proxy, "PATCH", "/profile", json={"boat": "Owns a small sailing boat"})
+    assert r.status_code == 200 and r.json()["created"] == 1, r.text
+    profile = call(proxy, "GET", "/profile").json()
+    assert {f["key"] for f in profile["profile"]["static"]} == {"pet", "boat"}
+    # search cannot answer without its index: a clean 503, not a wrong answer
+    r = call(proxy, "POST", "/profile/search", json={"query": "sailing"})
+    assert r.status_code == 503, r.text
+    validate_error(r.json())
+
+    chroma_server.start()  # same path, same port
+    hits = call(proxy, "POST", "/profile/search", json={"query": "sailing", "threshold": 0.3})
+    assert hits.status_code == 200, hits.text
+    assert [h["key"] for h in hits.json()["facts"]] == ["boat"]
+    wide = chroma_server.client().get_collection(collection_name(Scope("dev", None)))
+    assert wide.count() == 2
