@@ -20,6 +20,8 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request
+
 from bench.common import chat_body, table
 from bench.serve import index_available, install_index_stub
 
@@ -114,9 +116,11 @@ def steps(upstream: str, work: Path, n: int = 2000) -> list[tuple[str, float]]:
 
     from proxy.app import build_services
     from proxy.deps import DEV_ACCOUNT
+    from proxy.llm.offline import prepare_offline_env
     from proxy.middleware import new_request_id
     from proxy.schemas.openai import parse_chat_request
 
+    prepare_offline_env()
     services = build_services(_settings(work / "data-steps", upstream))
     body = chat_body(False)
     chat = parse_chat_request(body)
@@ -158,18 +162,25 @@ def steps(upstream: str, work: Path, n: int = 2000) -> list[tuple[str, float]]:
     return results
 
 
-async def _app_loop(app: Any, body: bytes, n: int, lifespan: bool) -> float:
-    drive = AsgiDriver(app, "/v1/chat/completions", body)
-    async with contextlib.AsyncExitStack() as stack:
-        if lifespan:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-        for _ in range(100):
-            await drive()
-        return await _per_call_us_async(drive, n, repeats=5)
+def _async_account_app(settings: Any) -> Any:
+    """The proxy with ``current_account`` served as an ``async def`` (same body) through
+    ``dependency_overrides``: what the sync dependency's threadpool hop costs."""
+    from proxy.app import create_app
+    from proxy.deps import current_account
+
+    app = create_app(settings)
+
+    async def current_account_async(request: Request) -> Any:
+        return current_account(request)
+
+    app.dependency_overrides[current_account] = current_account_async
+    return app
 
 
-def apps(upstream: str, work: Path, n: int = 1000) -> dict[str, dict[str, float]]:
-    """The whole ASGI app per request (upstream call included), proxy vs bare, JSON and SSE."""
+def apps(upstream: str, work: Path, n: int = 300, rounds: int = 7) -> dict[str, dict[str, float]]:
+    """The whole ASGI app per request (upstream call included), JSON and SSE: the bare relay,
+    the proxy, and the proxy with an async ``current_account``. The three apps are started
+    once each and called in turn, ``rounds`` times ``n`` requests; the median round counts."""
     if not index_available():
         install_index_stub()
     from bench.bare_app import create_app as bare_app
@@ -177,17 +188,31 @@ def apps(upstream: str, work: Path, n: int = 1000) -> dict[str, dict[str, float]
 
     out: dict[str, dict[str, float]] = {}
     for stream in (False, True):
-        body = chat_body(stream)
         key = "streaming" if stream else "non-streaming"
-        out[key] = {}
-        # Interleave: bare, proxy, bare, proxy (fresh apps each time, same data dir).
-        runs: dict[str, list[float]] = {"bare": [], "proxy": []}
-        for i in range(2):
-            runs["bare"].append(asyncio.run(_app_loop(bare_app(upstream), body, n, True)))
-            proxy = create_app(_settings(work / f"data-apps-{key}-{i}", upstream))
-            runs["proxy"].append(asyncio.run(_app_loop(proxy, body, n, True)))
-        out[key] = {name: min(v) for name, v in runs.items()}
+        made = {
+            "bare": bare_app(upstream),
+            "proxy": create_app(_settings(work / f"data-apps-{key}", upstream)),
+            "proxy, async current_account": _async_account_app(
+                _settings(work / f"data-apps-{key}-async", upstream)
+            ),
+        }
+        out[key] = asyncio.run(_interleaved(made, chat_body(stream), n, rounds))
     return out
+
+
+async def _interleaved(made: dict[str, Any], body: bytes, n: int, rounds: int) -> dict[str, float]:
+    runs: dict[str, list[float]] = {name: [] for name in made}
+    async with contextlib.AsyncExitStack() as stack:
+        drivers = {}
+        for name, app in made.items():
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            drivers[name] = AsgiDriver(app, "/v1/chat/completions", body)
+            for _ in range(100):
+                await drivers[name]()
+        for _ in range(rounds):
+            for name, drive in drivers.items():
+                runs[name].append(await _per_call_us_async(drive, n, repeats=1))
+    return {name: statistics.median(v) for name, v in runs.items()}
 
 
 def profile_app(upstream: str, work: Path, n: int = 3000) -> str:
@@ -229,12 +254,13 @@ def run(upstream: str, work: Path, *, profile: bool = False) -> dict[str, Any]:
     print(table(["step", "µs"], [[name, us] for name, us in s]))
     rows = []
     for key, v in a.items():
-        rows.append([key, v["bare"], v["proxy"], v["proxy"] - v["bare"], v["proxy"] / v["bare"]])
+        for name, us in v.items():
+            rows.append([f"{key}: {name}", us, us - v["bare"], us / v["bare"]])
     print(
         "\nwhole ASGI app per request, called in-process (upstream call included, no client"
-        " socket, no uvicorn):"
+        " socket, no uvicorn; median of 7 interleaved rounds):"
     )
-    print(table(["request", "bare µs", "proxy µs", "proxy - bare µs", "proxy ÷ bare"], rows))
+    print(table(["app", "µs/request", "- bare µs", "÷ bare"], rows))
     result: dict[str, Any] = {"steps_us": dict(s), "asgi_app_us": a}
     if profile:
         text = profile_app(upstream, work)

@@ -9,6 +9,7 @@ them alike, and every figure is reported next to a baseline measured in the same
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import platform
 import signal
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ class Samples:
     count: int = 0
     errors: int = 0
     cpu: float = 0.0  # CPU seconds of the target's own server process over the batches
+    flags: dict[str, int] = field(default_factory=dict)
+    capped: int = 0  # batches cut short by the time cap
 
     def summary(self) -> dict[str, float]:
         ms = 1000.0
@@ -158,6 +161,8 @@ class Samples:
             "total_p99_ms": pct(self.total, 99) * ms,
             "rps": self.count / self.wall if self.wall else 0.0,
             "server_cpu_ms_per_req": self.cpu / self.count * ms if self.count else 0.0,
+            "flags": dict(self.flags),
+            "capped_batches": self.capped,
         }
 
 
@@ -171,16 +176,26 @@ class Target:
     body: bytes
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)
-    check: Callable[[aiohttp.ClientResponse], None] | None = None
+    #: Looks at a good response; a string it returns is counted in ``Samples.flags`` (the
+    #: request still counts, e.g. memory that failed open).
+    check: Callable[[aiohttp.ClientResponse], str | None] | None = None
+    weight: float = 1.0  # share of the scenario's request count this target gets
     pid: int | None = None  # the server process whose CPU time is charged to this target
+    #: When set, each request's body is ``make_body(i)`` (i = 0, 1, 2, ...) instead of ``body``:
+    #: e.g. a distinct user message per request, so that no cache answers for the server.
+    make_body: Callable[[int], bytes] | None = None
+    seq: Iterator[int] = field(default_factory=itertools.count)
 
 
-def chat_body(stream: bool, model: str = MODEL, **extra: Any) -> bytes:
+USER_MESSAGE = "Can you suggest a good place to eat tonight?"
+
+
+def chat_body(stream: bool, model: str = MODEL, user: str = USER_MESSAGE, **extra: Any) -> bytes:
     body: dict[str, Any] = {
         "model": model,
         "messages": [
             {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Can you suggest a good place to eat tonight?"},
+            {"role": "user", "content": user},
         ],
         **extra,
     }
@@ -191,8 +206,10 @@ def chat_body(stream: bool, model: str = MODEL, **extra: Any) -> bytes:
 
 async def _one(session: aiohttp.ClientSession, t: Target, out: Samples) -> None:
     t0 = time.perf_counter()
+    flag: str | None = None
     try:
-        async with session.post(t.url, data=t.body, headers=t.headers) as resp:
+        body = t.body if t.make_body is None else t.make_body(next(t.seq))
+        async with session.post(t.url, data=body, headers=t.headers) as resp:
             if t.stream:
                 first = await resp.content.readany()
                 t1 = time.perf_counter()
@@ -209,25 +226,39 @@ async def _one(session: aiohttp.ClientSession, t: Target, out: Samples) -> None:
                 t1 = t2 = time.perf_counter()
                 ok = resp.status == 200 and data[:1] == b"{"
             if ok and t.check is not None:
-                t.check(resp)
-    except (TimeoutError, aiohttp.ClientError, OSError, AssertionError):
+                flag = t.check(resp)
+    except (TimeoutError, aiohttp.ClientError, OSError):
         ok = False
         t1 = t2 = time.perf_counter()
     if not ok:
         out.errors += 1
         return
+    if flag:
+        out.flags[flag] = out.flags.get(flag, 0) + 1
     out.latency.append(t1 - t0)
     out.total.append(t2 - t0)
 
 
 async def run_batch(
-    session: aiohttp.ClientSession, t: Target, n: int, concurrency: int, out: Samples
+    session: aiohttp.ClientSession,
+    t: Target,
+    n: int,
+    concurrency: int,
+    out: Samples,
+    max_seconds: float | None = None,
 ) -> None:
-    """``n`` requests through ``concurrency`` workers, each sending one after the other."""
+    """``n`` requests through ``concurrency`` workers, each sending one after the other; with
+    ``max_seconds``, no new request starts after that long (the batch counts what was sent)."""
     counter = iter(range(n))
+    sent = 0
+    deadline = time.perf_counter() + max_seconds if max_seconds else None
 
     async def worker() -> None:
+        nonlocal sent
         for _ in counter:
+            if deadline is not None and time.perf_counter() > deadline:
+                return
+            sent += 1
             await _one(session, t, out)
 
     c0 = process_cpu(t.pid)
@@ -235,7 +266,9 @@ async def run_batch(
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
     out.wall += time.perf_counter() - t0
     out.cpu += process_cpu(t.pid) - c0
-    out.count += n
+    out.count += sent
+    if sent < n:
+        out.capped += 1
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -267,18 +300,21 @@ async def measure(
     concurrency: int,
     rounds: int,
     warmup: int,
+    max_seconds: float | None = None,
 ) -> dict[str, Samples]:
-    """Interleave the targets: every round sends ``n // rounds`` requests to each, in an order
-    rotated from round to round. Warm-up requests (every target, same concurrency) first."""
+    """Interleave the targets: every round sends ``n * weight // rounds`` requests to each, in
+    an order rotated from round to round. Warm-up requests (every target, same concurrency)
+    first. ``max_seconds`` caps each target's total time in the scenario (split over rounds)."""
     results = {t.name: Samples() for t in targets}
-    per_round = max(1, n // rounds)
+    cap = max_seconds / rounds if max_seconds else None
     async with new_session() as session:
         for t in targets:
-            await run_batch(session, t, warmup, concurrency, Samples())
+            await run_batch(session, t, warmup, concurrency, Samples(), cap)
         for r in range(rounds):
             order = list(targets[r % len(targets) :]) + list(targets[: r % len(targets)])
             for t in order:
-                await run_batch(session, t, per_round, concurrency, results[t.name])
+                per_round = max(1, int(n * t.weight) // rounds)
+                await run_batch(session, t, per_round, concurrency, results[t.name], cap)
     return results
 
 

@@ -36,6 +36,7 @@ from proxy.services.retrieval import Retriever
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
+from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
@@ -82,8 +83,10 @@ def build_services(settings: Settings) -> Services:
     passthrough = Passthrough(
         timeout=settings.upstream.timeout, connect_timeout=settings.upstream.connect_timeout
     )
-    embedder = build_embedder(
-        settings.embedding, settings.embedding.cache_dir or settings.data_dir / "models"
+    embedder = CachedEmbedder(
+        build_embedder(
+            settings.embedding, settings.embedding.cache_dir or settings.data_dir / "models"
+        )
     )
     index = FactIndex(settings.store, settings.chroma_path)
     records = FactRecords(db)
@@ -97,13 +100,14 @@ def build_services(settings: Settings) -> Services:
     litellm_chat = _litellm_factory(settings)
     jobs = JobStore(db)
     learn = settings.learning
+    completer = Completer(router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds)
     extractor = Extractor(
         records=records,
         retriever=retriever,
-        completer=Completer(router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds),
+        completer=completer,
         prompts=prompts,
         account_config=account_config,
-        applier=Applier(records, retriever, embedder, sync, learn, settings.profile),
+        applier=Applier(records, jobs, embedder.batching(), sync, learn, settings.profile),
         settings=learn,
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,

@@ -54,9 +54,12 @@ class ModelsSettings(BaseModel):
 class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     chroma_url: str | None = None
-    index_cache_size: int = Field(default=512, ge=1)
-    hnsw_sync_threshold: int = Field(default=64, ge=2)
-    hnsw_batch_size: int = Field(default=32, ge=2)
+    # Per-scope HNSW indexes held in memory (~2.7 MiB each); others load from disk (~5 ms).
+    index_cache_size: int = Field(default=128, ge=1)
+    # Every index write is padded to sync_threshold records so it is persisted at once (see
+    # proxy/store/index.py): 2, the minimum, keeps that padding to at most one no-op record.
+    hnsw_sync_threshold: int = Field(default=2, ge=2)
+    hnsw_batch_size: int = Field(default=2, ge=2)
 
 
 class EmbeddingSettings(BaseModel):
@@ -106,6 +109,12 @@ class LearningSettings(BaseModel):
     retention_days: float = Field(default=7.0, gt=0)
 
 
+class DialecticSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    max_history_turns: int = Field(default=20, ge=0, le=200)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
@@ -123,6 +132,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     profile: ProfileSettings = ProfileSettings()
     memory: MemorySettings = MemorySettings()
+    dialectic: DialecticSettings = DialecticSettings()
     learning: LearningSettings = LearningSettings()
 
     @property

@@ -79,6 +79,7 @@ class Prompts:
         )
         self._memory_block = self._load(memory_block, "memory_block.j2")
         self._extract_facts = self._env.get_template("extract_facts.j2")
+        self._dialectic = self._env.get_template("dialectic.j2")
 
     def _load(self, custom: Path | None, name: str) -> Template:
         if custom is None:
@@ -104,3 +105,7 @@ class Prompts:
             facts=facts,
             categories=categories,
         ).strip()
+
+    def dialectic(self, *, memory: str) -> str:
+        """The dialectic's system prompt around an already rendered memory block."""
+        return self._dialectic.render(memory=memory).strip()

@@ -27,13 +27,15 @@ from proxy.errors import ProxyError
 from proxy.models import Scope
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_ops import AnswerError
-from proxy.store.jobs import Job, JobStore
+from proxy.store.job_writer import JobWriter
+from proxy.store.jobs import Job, JobStore, NewJob
 
 log = logging.getLogger("profilo.worker")
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_RETRY_AFTER = 3600.0
 PURGE_EVERY = 3600.0
+CLAIM_INTERVAL = 0.01  # seconds between two looks at the queue, at most
 
 
 @dataclass
@@ -94,6 +96,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._finished: dict[str, asyncio.Event] = {}
+        self._writer = JobWriter(jobs, settings.max_attempts)
+        self._busy_scopes: set[str] = set()  # scopes with a job running in this process
         self.stats = WorkerStats()
 
     @property
@@ -118,13 +122,15 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = None
+        await asyncio.to_thread(self._writer.close)
 
     # -- the queue's API (services.extraction.LearningQueue) ----------------------------------
     async def enqueue(self, job_id: str, scope: Scope, payload: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._jobs.enqueue, job_id, scope, payload, max_attempts=self._settings.max_attempts
-        )
-        self._wake.set()
+        """Returns once the job is committed. Jobs queued at the same time share one
+        transaction (group commit, ``JobWriter``)."""
+        await self._writer.submit(NewJob(job_id, scope, payload))
+        if scope.key not in self._busy_scopes:  # else its running job's end wakes the loop
+            self._wake.set()
 
     async def wait(self, account: str, job_id: str, seconds: float) -> Job | None:
         """The job once finished, or as it is when ``seconds`` ran out (None: no such job)."""
@@ -144,8 +150,11 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------------
     async def _loop(self) -> None:
-        last_purge = 0.0
+        last_purge = last_claim = 0.0
         while True:
+            # a burst of enqueues wakes the loop once per CLAIM_INTERVAL, not once per turn
+            await asyncio.sleep(max(0.0, last_claim + CLAIM_INTERVAL - time.monotonic()))
+            last_claim = time.monotonic()
             self._wake.clear()
             free = self._settings.concurrency - len(self._tasks)
             try:
@@ -163,20 +172,29 @@ class Worker:
 
     async def _run(self, job: Job) -> None:
         self.stats.attempts += 1
+        self._busy_scopes.add(job.scope.key)
         try:
-            result = await self._extractor.run(job)
+            try:
+                result: dict[str, Any] | None = await self._extractor.run(job)
+            except asyncio.CancelledError:
+                raise  # stopping: the job stays running and is re-queued at the next start
+            except Exception as exc:
+                await self._failed(job, exc)
+                result = None
+            event = self._finished.pop(job.id, None)
+            if event is not None:
+                event.set()  # committed (or failed): whoever waits can read it now
+            if result is not None:
+                self._count(job, result)
+                await self._extractor.update_index(job)
         except asyncio.CancelledError:
-            raise  # stopping: the job stays running and is re-queued at the next start
-        except Exception as exc:
-            await self._failed(job, exc)
-        else:
-            self._count(job, result)
+            raise
+        except Exception:
+            log.exception("index update after job %s failed (replayed later)", job.id)
         finally:
+            self._busy_scopes.discard(job.scope.key)
             self._tasks.discard(asyncio.current_task())
             self._wake.set()
-        event = self._finished.pop(job.id, None)
-        if event is not None:
-            event.set()
 
     def _count(self, job: Job, result: dict[str, Any]) -> None:
         if result.get("already_done"):

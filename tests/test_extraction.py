@@ -20,9 +20,11 @@ from tests.fakes.upstream import (
     FakeUpstream,
     RecordedRequest,
     Reply,
+    chat_chunks,
     chat_completion,
     error_reply,
     json_reply,
+    sse_reply,
 )
 
 MARKER = "# profilo: fact extraction"
@@ -200,9 +202,7 @@ def test_a_streamed_turn_is_learned_before_done(make_proxy: Any, extraction: Ext
     assert r.headers["x-profilo-learning"] == "on"
     data = [line[6:] for line in r.text.split("\n") if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
-    text = "".join(
-        json.loads(d)["choices"][0]["delta"].get("content") or "" for d in data[:-1]
-    )
+    text = "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in data[:-1])
     assert text == "Hello from fake upstream"
     # waited before [DONE]: the fact is there as soon as the stream is read
     assert facts(proxy)["favorite_color"]["value"] == "green"
@@ -228,7 +228,13 @@ def test_contradictions_supersede_and_duplicates_merge(
     extraction.script(
         lambda rec: ops_reply(
             op("add", "home_city", "Berlin"),
-            op("update", "diet", "vegan", id=local_id(prompt_of(rec), "diet"), category="preferences"),
+            op(
+                "update",
+                "diet",
+                "vegan",
+                id=local_id(prompt_of(rec), "diet"),
+                category="preferences",
+            ),
             op("add", "dog", "a beagle called Rex"),
             op("add", "pet", "a beagle named Rex"),
         )
@@ -240,9 +246,7 @@ def test_contradictions_supersede_and_duplicates_merge(
     assert "pet" not in learned and len(learned) == 3
     result = job(proxy, second.headers["x-profilo-request-id"])["result"]
     assert (result["updated"], result["added"], result["merged"]) == (2, 0, 2)
-    r = httpx.get(
-        proxy.base_url + f"/profile/facts/{city_id}", params={"collection_id": "alice"}
-    )
+    r = httpx.get(proxy.base_url + f"/profile/facts/{city_id}", params={"collection_id": "alice"})
     history = r.json()["history"]
     assert [h["value"] for h in history] == ["Paris"] and history[0]["valid_to"] is not None
     assert r.json()["generated_from_request_id"] == second.headers["x-profilo-request-id"]
@@ -370,3 +374,22 @@ def test_the_learning_switch(make_proxy: Any, extraction: Extraction) -> None:
     r = chat(proxy, "I like jazz", features={"memory": True, "learning": True})
     assert not learned(r)
     assert len(extraction.calls) == 2
+
+
+def test_a_stream_the_client_leaves_is_not_learned(
+    make_proxy: Any, upstream: FakeUpstream, extraction: Extraction
+) -> None:
+    proxy = make_proxy(learning=FAST)
+    upstream.script(sse_reply(chat_chunks(["a"] * 20), delay_between=0.1))
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "I like jazz"}],
+        "features": {"memory": True},
+        "stream": True,
+    }
+    with httpx.stream("POST", proxy.base_url + "/chat/completions", json=body) as r:
+        rid = r.headers["x-profilo-request-id"]
+        next(r.iter_raw())  # the first event, then hang up
+    upstream.wait_for(lambda: len(upstream.disconnects) == 1, timeout=5)  # upstream closed too
+    assert httpx.get(proxy.base_url + f"/interactions/{rid}").status_code == 404
+    assert not extraction.calls

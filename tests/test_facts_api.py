@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -36,7 +37,9 @@ def ok(r: httpx.Response, status: int = 200) -> JsonObj:
 
 
 def create(proxy: Proxy, key: str, value: Any, **fields: Any) -> JsonObj:
-    return ok(call(proxy, "POST", "/profile/facts", json={"key": key, "value": value, **fields}), 201)
+    return ok(
+        call(proxy, "POST", "/profile/facts", json={"key": key, "value": value, **fields}), 201
+    )
 
 
 def listing(proxy: Proxy, **params: Any) -> JsonObj:
@@ -219,7 +222,9 @@ def test_dynamic_facts_expire(proxy: Proxy) -> None:
     r = call(proxy, "GET", f"/profile/facts/{mood['id']}")
     assert r.status_code == 404
     validate_error(r.json())
-    assert call(proxy, "PATCH", f"/profile/facts/{mood['id']}", json={"value": "x"}).status_code == 404
+    assert (
+        call(proxy, "PATCH", f"/profile/facts/{mood['id']}", json={"value": "x"}).status_code == 404
+    )
     assert call(proxy, "DELETE", f"/profile/facts/{mood['id']}").status_code == 404
     # the key is free again
     again = create(proxy, "mood", "relaxed", kind="dynamic")
@@ -272,7 +277,12 @@ def test_bad_fact_input_is_a_400_that_changes_nothing(proxy: Proxy) -> None:
         ("POST", "/profile/facts", {"key": "a", "value": "b", "collection_id": ""}, None),
         ("POST", "/profile/facts", {"key": "a", "value": "b", "collection_id": 7}, None),
         ("POST", "/profile/facts", ["key", "value"], None),
-        ("POST", "/profile/facts", {"key": "a", "value": "b", "collection_id": "x"}, {"user_id": "y"}),
+        (
+            "POST",
+            "/profile/facts",
+            {"key": "a", "value": "b", "collection_id": "x"},
+            {"user_id": "y"},
+        ),
         # malformed ids
         ("GET", "/profile/facts/not-a-fact", None, None),
         ("GET", "/profile/facts/fact_XYZ", None, None),
@@ -304,6 +314,21 @@ def test_bad_fact_input_is_a_400_that_changes_nothing(proxy: Proxy) -> None:
         assert r.status_code == 400, (method, path, body, params, r.status_code, r.text)
         validate_error(r.json())
         assert r.json()["error"]["type"] == "invalid_request_error"
+    # JSON that Python parses but no record can hold: NaN / Infinity, expiries past year 9999
+    for method, path, raw in (
+        ("POST", "/profile/facts", b'{"key": "a", "value": Infinity}'),
+        ("POST", "/profile/facts", b'{"key": "a", "value": [1, NaN]}'),
+        ("POST", "/profile/facts", b'{"key": "a", "value": "b", "metadata": {"x": NaN}}'),
+        ("POST", "/profile/facts", b'{"key": "a", "value": "b", "confidence": NaN}'),
+        ("POST", "/profile/facts", b'{"key": "a", "value": "b", "ttl_seconds": 10000000000000}'),
+        ("PATCH", f"/profile/facts/{fid}", b'{"ttl_seconds": 10000000000000}'),
+        ("PATCH", f"/profile/facts/{fid}", b'{"value": -Infinity}'),
+    ):
+        r = HTTP.request(
+            method, proxy.base_url + path, content=raw, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400, (method, path, raw, r.status_code, r.text)
+        validate_error(r.json())
     assert state(proxy) == before
     # well-formed but unknown ids are 404s, not 400s
     missing = "fact_" + "0" * 32
@@ -313,3 +338,27 @@ def test_bad_fact_input_is_a_400_that_changes_nothing(proxy: Proxy) -> None:
         validate_error(r.json())
     assert call(proxy, "PATCH", f"/profile/facts/{missing}", json={"value": "x"}).status_code == 404
     assert state(proxy) == before
+
+
+def test_concurrent_writes_of_one_key(proxy: Proxy) -> None:
+    """Key uniqueness comes from the database: racing creates give one 201 and 409s."""
+
+    def post(i: int) -> int:
+        body = {"key": "favorite color", "value": f"color {i}"}
+        return HTTP.post(proxy.base_url + "/profile/facts", json=body).status_code
+
+    def patch(i: int) -> int:
+        return HTTP.patch(proxy.base_url + "/profile", json={"city": f"city {i}"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        created = sorted(pool.map(post, range(8)))
+        patched = list(pool.map(patch, range(8)))
+    assert created == [201] + [409] * 7
+    assert patched == [200] * 8
+    facts = listing(proxy)["facts"]
+    assert sorted(f["key"] for f in facts) == ["city", "favorite_color"]
+    city = next(f for f in facts if f["key"] == "city")
+    history = ok(call(proxy, "GET", f"/profile/facts/{city['id']}"))["history"]
+    changes = ok(call(proxy, "GET", "/profile/changes", params={"limit": 500}))["changes"]
+    # one create, then an update (closing one version) per PATCH that changed the value
+    assert len(changes) == 1 + 1 + len(history)

@@ -22,18 +22,9 @@ HTTP = httpx.Client(timeout=60)
 
 
 def call(
-    proxy: Proxy,
-    method: str,
-    path: str,
-    *,
-    token: str | None = None,
-    json: Any = None,
-    params: dict[str, Any] | None = None,
+    proxy: Proxy, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
 ) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return HTTP.request(
-        method, proxy.base_url + path, json=json, params=params, headers=headers
-    )
+    return HTTP.request(method, proxy.base_url + path, json=json, params=params)
 
 
 def ok(r: httpx.Response, status: int = 200) -> JsonObj:
@@ -51,7 +42,9 @@ def bad(r: httpx.Response, status: int = 400) -> JsonObj:
 
 
 def create(proxy: Proxy, key: str, value: Any, **fields: Any) -> JsonObj:
-    return ok(call(proxy, "POST", "/profile/facts", json={"key": key, "value": value, **fields}), 201)
+    return ok(
+        call(proxy, "POST", "/profile/facts", json={"key": key, "value": value, **fields}), 201
+    )
 
 
 def search(proxy: Proxy, query: str, **fields: Any) -> list[JsonObj]:
@@ -276,7 +269,9 @@ def test_reflexio_search_with_threshold_and_top_k(proxy: Proxy) -> None:
     # nothing clears a threshold above the best score
     assert search(proxy, "laptop preferences programming work", user_id=ALICE, threshold=0.99) == []
     # top_k bounds the result, best first
-    three = search(proxy, "laptop preferences programming work", user_id=ALICE, threshold=0, top_k=3)
+    three = search(
+        proxy, "laptop preferences programming work", user_id=ALICE, threshold=0, top_k=3
+    )
     assert [f["id"] for f in three] == [f["id"] for f in everything[:3]]
 
 
@@ -304,9 +299,9 @@ def test_reflexio_search_filters(proxy: Proxy) -> None:
         assert [f["key"] for f in hits] == ["subscription"], feature
         assert hits[0]["metadata"] == {"subscription_tier": "premium", "seats": 5}
     for feature in ("subscription_tier=free", "no_such_feature", {"seats": 6}):
-        assert (
-            search(proxy, "premium", user_id=ALICE, custom_feature=feature, threshold=0) == []
-        ), feature
+        assert search(proxy, "premium", user_id=ALICE, custom_feature=feature, threshold=0) == [], (
+            feature
+        )
     # kind
     dynamic = search(proxy, "deadline at work", user_id=ALICE, kind="dynamic", threshold=0)
     assert [f["key"] for f in dynamic] == ["mood"]
@@ -314,9 +309,7 @@ def test_reflexio_search_filters(proxy: Proxy) -> None:
     static = search(proxy, "deadline at work", user_id=ALICE, kind="static", threshold=0)
     assert static and all(f["kind"] == "static" for f in static)
     # source + kind together
-    both = search(
-        proxy, "work", user_id=ALICE, kind="static", source="onboarding", threshold=0
-    )
+    both = search(proxy, "work", user_id=ALICE, kind="static", source="onboarding", threshold=0)
     assert {f["key"] for f in both} == {"diet", "pet"}
 
 
@@ -414,7 +407,9 @@ def test_change_log_after_a_series_of_edits(proxy: Proxy) -> None:
     write("PATCH", "/profile", {"city": "Porto"})
     write("PATCH", "/profile", {"hobby": "surfing", "pet": "cat"})
     write("PATCH", f"/profile/facts/{fact['id']}", {"confidence": 0.8})
-    hobby = next(f for f in ok(call(proxy, "GET", "/profile"))["profile"]["static"] if f["key"] == "hobby")
+    hobby = next(
+        f for f in ok(call(proxy, "GET", "/profile"))["profile"]["static"] if f["key"] == "hobby"
+    )
     write("DELETE", f"/profile/facts/{hobby['id']}", None)
     write("PATCH", "/profile", {"pet": "dog", "dry_run": True})  # a preview logs nothing
     write("PATCH", "/profile", {"pet": "cat"})  # no change, no entry
@@ -441,9 +436,10 @@ def test_change_log_after_a_series_of_edits(proxy: Proxy) -> None:
     # filter by the X-Profilo-Request-Id of one write
     only = ok(call(proxy, "GET", "/profile/changes", params={"request_id": rids[1]}))["changes"]
     assert [c["id"] for c in only] == [updated["id"]]
-    assert ok(call(proxy, "GET", "/profile/changes", params={"request_id": "req_nope"}))[
-        "changes"
-    ] == []
+    assert (
+        ok(call(proxy, "GET", "/profile/changes", params={"request_id": "req_nope"}))["changes"]
+        == []
+    )
 
     # pagination
     page1 = ok(call(proxy, "GET", "/profile/changes", params={"limit": 2}))
@@ -604,5 +600,20 @@ def test_bad_profile_and_search_input_is_a_400_that_changes_nothing(proxy: Proxy
         assert r.status_code == 400, (method, path, body, params, r.status_code, r.text)
         validate_error(r.json())
         assert r.json()["error"]["type"] == "invalid_request_error"
+    # JSON that Python parses but no record can hold
+    for raw in (
+        b'{"hobby": NaN}',
+        b'{"hobby": Infinity}',
+        b'{"hobby": ["a", -Infinity]}',
+        b'{"hobby": 100000000000000000000000000000}',
+    ):
+        r = HTTP.patch(
+            proxy.base_url + "/profile", content=raw, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400, (raw, r.status_code, r.text)
+        validate_error(r.json())
+    too_many = {f"key_{i}": "x" for i in range(proxy.settings.profile.max_facts_per_request + 1)}
+    bad(call(proxy, "PATCH", "/profile", json=too_many))
+    bad(call(proxy, "GET", "/profile/changes", params={"cursor": 10**30}))
     assert state(proxy) == before
     assert state(proxy, {"collection_id": "a"})[0]["fact_count"] == 0

@@ -119,7 +119,8 @@ def _not_found_like_missing(t: Tenant, method: str, fact_id: str, json: Any = No
     assert r.status_code == m.status_code == 404, (t.label, method, r.text)
     validate_error(r.json())
     assert r.json() == {
-        "error": m.json()["error"] | {"message": m.json()["error"]["message"].replace(missing, fact_id)}
+        "error": m.json()["error"]
+        | {"message": m.json()["error"]["message"].replace(missing, fact_id)}
     }
 
 
@@ -154,7 +155,9 @@ def test_every_endpoint_is_isolated(proxy: Proxy) -> None:
         changes = t.ok("GET", "/profile/changes")["changes"]
         assert len(changes) == 2
         logged = {
-            f["id"] for c in changes for f in c["added"] + c["removed"] + [u["after"] for u in c["updated"]]
+            f["id"]
+            for c in changes
+            for f in c["added"] + c["removed"] + [u["after"] for u in c["updated"]]
         }
         assert logged == mine
         assert all(c["collection_id"] == t.collection for c in changes)
@@ -179,7 +182,9 @@ def test_every_endpoint_is_isolated(proxy: Proxy) -> None:
         secret = next(
             f["value"] for f in t.ok("GET", "/profile")["profile"]["static"] if f["key"] == "secret"
         )
-        assert secret == ("changed in acme/u1" if t is acme_u1 else f"the secret password of {t.label}")
+        assert secret == (
+            "changed in acme/u1" if t is acme_u1 else f"the secret password of {t.label}"
+        )
 
     # delete by query deletes only within its scope
     for t in tenants[:2]:
@@ -201,13 +206,17 @@ def test_unscoped_read_never_returns_collection_facts(proxy: Proxy) -> None:
     assert wide["name"] is None and wide["fact_count"] == 0
     assert wide["profile"] == {"static": [], "dynamic": []}
     assert acme_wide.fact_ids() == set()
-    assert acme_wide.ok("POST", "/profile/search", json={"query": "rowing", "threshold": 0})[
-        "facts"
-    ] == []
+    assert (
+        acme_wide.ok("POST", "/profile/search", json={"query": "rowing", "threshold": 0})["facts"]
+        == []
+    )
     assert acme_wide.ok("GET", "/profile/changes")["changes"] == []
     # and the key space is per scope: the same key can be created account-wide
     acme_wide.ok("POST", "/profile/facts", 201, json={"key": "hobby", "value": "golf"})
-    assert {f["value"] for f in acme_u1.ok("GET", "/profile/facts")["facts"]} == {"rowing", "Ursula"}
+    assert {f["value"] for f in acme_u1.ok("GET", "/profile/facts")["facts"]} == {
+        "rowing",
+        "Ursula",
+    }
 
 
 def test_user_id_is_an_alias_of_collection_id(proxy: Proxy) -> None:
@@ -220,14 +229,20 @@ def test_user_id_is_an_alias_of_collection_id(proxy: Proxy) -> None:
     by_alias = acme.ok("GET", "/profile", params={"user_id": "alice"})
     by_name = acme.ok("GET", "/profile", params={"collection_id": "alice"})
     assert by_alias == by_name and by_name["profile"]["static"][0]["id"] == fact["id"]
-    assert acme.ok("GET", f"/profile/facts/{fact['id']}", params={"user_id": "alice"})["id"] == (
-        fact["id"]
+    assert (
+        acme.ok("GET", f"/profile/facts/{fact['id']}", params={"user_id": "alice"})["id"]
+        == (fact["id"])
     )
-    hits = acme.ok("POST", "/profile/search", json={"query": "food", "threshold": 0, "user_id": "alice"})
+    hits = acme.ok(
+        "POST", "/profile/search", json={"query": "food", "threshold": 0, "user_id": "alice"}
+    )
     assert [h["id"] for h in hits["facts"]] == [fact["id"]]
     # both given and equal is fine
     acme.ok("GET", "/profile", params={"user_id": "alice", "collection_id": "alice"})
-    assert acme.ok("PATCH", "/profile", json={"diet": "vegetarian", "user_id": "alice"})["updated"] == 1
+    assert (
+        acme.ok("PATCH", "/profile", json={"diet": "vegetarian", "user_id": "alice"})["updated"]
+        == 1
+    )
     assert acme.fact_ids() == set()  # none of this reached the account-wide scope
 
 
@@ -257,9 +272,12 @@ def test_query_and_body_scope_disagreeing_is_a_400(
     validate_error(r.json())
     assert r.json()["error"]["param"] == "collection_id"
     for scope in ("a", "b"):
-        assert HTTP.get(proxy.base_url + "/profile", params={"collection_id": scope}).json()[
-            "fact_count"
-        ] == 0
+        assert (
+            HTTP.get(proxy.base_url + "/profile", params={"collection_id": scope}).json()[
+                "fact_count"
+            ]
+            == 0
+        )
     assert HTTP.get(proxy.base_url + "/profile/changes", params={"collection_id": "a"}).json() == (
         before
     )
@@ -270,11 +288,13 @@ def test_scope_disagreement_on_fact_routes(proxy: Proxy) -> None:
         proxy.base_url + "/profile/facts", json={"key": "k", "value": "v", "collection_id": "a"}
     )
     fid = r.json()["id"]
-    for method, body in (("PATCH", {"value": "w", "collection_id": "b"}), ("GET", None), ("DELETE", None)):
+    for method, body in (
+        ("PATCH", {"value": "w", "collection_id": "b"}),
+        ("GET", None),
+        ("DELETE", None),
+    ):
         params = {"collection_id": "a"} if body else {"collection_id": "a", "user_id": "b"}
-        r = HTTP.request(
-            method, f"{proxy.base_url}/profile/facts/{fid}", params=params, json=body
-        )
+        r = HTTP.request(method, f"{proxy.base_url}/profile/facts/{fid}", params=params, json=body)
         assert r.status_code == 400, (method, r.text)
         validate_error(r.json())
     fact = HTTP.get(f"{proxy.base_url}/profile/facts/{fid}", params={"collection_id": "a"}).json()

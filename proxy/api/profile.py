@@ -169,7 +169,9 @@ def list_changes(
     since: float | None = Query(None, description="unix time, inclusive"),
     until: float | None = Query(None, description="unix time, inclusive"),
     limit: int = Query(50, ge=1, le=500),
-    cursor: int | None = Query(None, ge=1, description="next_cursor of the previous page"),
+    cursor: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="next_cursor of the previous page"
+    ),
 ) -> dict[str, Any]:
     scope = scope_for(account, collection_id, user_id)
     q = ChangeQuery(

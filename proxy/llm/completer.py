@@ -9,7 +9,7 @@ the upstream's status and ``Retry-After``, ``UpstreamTimeout``, ``UpstreamUnreac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -21,6 +21,10 @@ from proxy.llm.router import UpstreamRouter
 
 class LiteLLMCompleter(Protocol):
     async def complete(self, body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(
+        self, body: dict[str, Any], params: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class Completer:
@@ -62,6 +66,45 @@ class Completer:
         if not isinstance(answer, dict):
             raise UpstreamError("the upstream's answer is not a JSON object", status=502)
         return answer
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A streamed completion as parsed ``chat.completion.chunk`` dicts (``[DONE]`` ends
+        it). Errors before the first chunk raise from the first ``anext``; a stream that
+        breaks later raises ``ProxyError`` there. No overall timeout: the upstream's read
+        timeout applies between chunks."""
+        model = str(body["model"])
+        route = self._router.resolve(model)
+        if route.kind == "litellm":
+            request = {**body, "model": model, "stream": True}
+            async for chunk in self._litellm_chat().stream(request, route.litellm_params):
+                yield chunk
+            return
+        payload = orjson.dumps({**body, "model": route.model, "stream": True})
+        url = f"{route.api_base}/chat/completions"
+        async with self._passthrough.stream(url, route.api_key, payload) as events:
+            async for event in events:
+                for line in event.splitlines():
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    yield _chunk(data)
+
+
+def _chunk(data: bytes) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"the upstream sent a chunk that is not JSON: {data[:200]!r}",
+                            status=502) from exc  # fmt: skip
+    if not isinstance(chunk, dict):
+        raise UpstreamError("the upstream sent a chunk that is not a JSON object", status=502)
+    error = chunk.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise UpstreamError(f"the upstream failed mid-stream: {message}", status=502)
+    return chunk
 
 
 def message_content(completion: dict[str, Any]) -> str | None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from proxy.models import Fact
 
 Kind = Literal["static", "dynamic"]
-JSONScalar = str | int | float | bool
+#: Integers the records can store (orjson writes at most 64 bits); larger ones fail validation.
+JSONInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+JSONScalar = str | JSONInt | float | bool
 FactValue = JSONScalar | list[JSONScalar]
 FACT_ID_PATTERN = r"^fact_[0-9a-f]{32}$"
+#: Longest TTL a request may set (100 years): later expiries are not representable dates.
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 
 
 def iso(ts: float | None) -> str | None:
@@ -61,7 +65,7 @@ def snapshot_json(snap: dict[str, Any]) -> dict[str, Any]:
 class _Scoped(BaseModel):
     """``collection_id`` with Reflexio's ``user_id`` alias (both may not disagree)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     collection_id: str | None = Field(default=None, min_length=1, max_length=256)
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
 
@@ -83,7 +87,7 @@ class FactCreate(_Scoped):
     source: str | None = Field(default=None, max_length=200)
     metadata: dict[str, JSONScalar] = Field(default_factory=dict)
     session_id: str | None = Field(default=None, max_length=256)
-    ttl_seconds: int | None = Field(default=None, ge=1)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)
 
 
 class FactUpdate(_Scoped):
@@ -94,7 +98,7 @@ class FactUpdate(_Scoped):
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     source: str | None = Field(default=None, max_length=200)
     metadata: dict[str, JSONScalar] | None = None
-    ttl_seconds: int | None = Field(default=None, ge=1)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)
 
 
 class SearchRequest(_Scoped):

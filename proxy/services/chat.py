@@ -221,20 +221,25 @@ class ChatService:
         ended normally (``[DONE]``), queue the turn before ``[DONE]`` is sent."""
         parts: list[str] = []
         learned = False
-        async for event in events:
-            if not learned and b"data:" in event:
-                for line in event.splitlines():
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        learned = True
-                        await self._learn(turn, "".join(parts))
-                        break
-                    piece = _choice0_delta(data)
-                    if piece:
-                        parts.append(piece)
-            yield event
+        try:
+            async for event in events:
+                if not learned and b"data:" in event:
+                    for line in event.splitlines():
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            learned = True
+                            await self._learn(turn, "".join(parts))
+                            break
+                        piece = _choice0_delta(data)
+                        if piece:
+                            parts.append(piece)
+                yield event
+        finally:  # the client went away: close the upstream stream now, not at collection
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _forward(self, chat: ChatRequest) -> ChatOutcome:
         route = self._router.resolve(chat.model)

@@ -157,6 +157,10 @@ class Extractor:
         checked = self.check(plan, text)
         return await asyncio.to_thread(self._applier.apply, job, plan.shown, checked, mode)
 
+    async def update_index(self, job: Job) -> None:
+        """After ``run`` committed: the index catches up (waiters need not wait for it)."""
+        await asyncio.to_thread(self._applier.update_index, job)
+
     def check(self, plan: Plan, text: str | None) -> Checked:
         return check_operations(
             parse_answer(text),
@@ -202,9 +206,14 @@ class Extractor:
         return Plan(str(model), prompt, shown, users, assistants)
 
     def _nearest(self, scope: Scope, query: str) -> list[Fact]:
+        """The scope's facts nearest to the turn; all of them when there are at most k (no
+        embedding, no index lookup: the common case of a young profile)."""
         k = self._settings.nearest_facts
         if k == 0:
             return []
+        facts = self._records.select(scope, limit=k + 1)
+        if len(facts) <= k:
+            return facts
         try:
             hits = self._retriever.search(scope, query[:4000], SearchOptions(top_k=k, threshold=-1))
             return [h.fact for h in hits]

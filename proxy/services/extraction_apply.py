@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from proxy.config import LearningSettings, ProfileSettings
-from proxy.models import Fact, Scope
+from proxy.models import Fact
 from proxy.services.extraction_ops import Checked, Operation
 from proxy.services.indexing import IndexSync
-from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords, Transaction, new_fact_id
 from proxy.store.jobs import Job, JobStore
@@ -49,14 +48,14 @@ class Applier:
     def __init__(
         self,
         records: FactRecords,
-        retriever: Retriever,
+        jobs: JobStore,
         embedder: Embedder,
         sync: IndexSync,
         settings: LearningSettings,
         rules: ProfileSettings,
     ) -> None:
         self._records = records
-        self._retriever = retriever
+        self._jobs = jobs
         self._embedder = embedder
         self._sync = sync
         self._settings = settings
@@ -67,7 +66,8 @@ class Applier:
     ) -> dict[str, Any]:
         scope = job.scope
         source = str(job.payload.get("source") or DEFAULT_SOURCE)
-        near = self._near_duplicates(scope, [op for op in checked.operations if op.op == "add"])
+        adds = [op for op in checked.operations if op.op == "add"]
+        near = self._near_duplicates(adds, list(shown.values()))
         counts: Counter[str] = Counter()
         dropped: Counter[str] = Counter(checked.dropped)
         try:
@@ -94,8 +94,14 @@ class Applier:
                 JobStore.mark_done(tx.conn, job.id, result, tx.now)
         except _AlreadyDone:
             return {"already_done": True}
-        self._sync.try_flush(scope)
         return result
+
+    def update_index(self, job: Job) -> None:
+        """After the commit: bring the scope's index up to date. In a burst of turns of one
+        user, the last job does it for all (one index write instead of one per job); a
+        search flushes first anyway, so nothing reads a stale index."""
+        if not self._jobs.others_pending(job.scope, job.id):
+            self._sync.try_flush(job.scope)
 
     # -- one operation -------------------------------------------------------------------------
     def _apply_one(
@@ -194,25 +200,27 @@ class Applier:
         )
 
     # -- near-duplicates (computed before the write transaction: embedding is slow) ---------
-    def _near_duplicates(self, scope: Scope, adds: list[Operation]) -> dict[str, str]:
-        """For each added key, an existing fact (under another key) that means the same."""
+    def _near_duplicates(self, adds: list[Operation], known: list[Fact]) -> dict[str, str]:
+        """For each added key, a known fact (under another key) that means the same: cosine
+        similarity of the texts at least ``dedupe_similarity``, and the same numbers. The
+        known facts are those shown to the model (the nearest to the turn)."""
         threshold = self._settings.dedupe_similarity
-        if not adds or threshold >= 1.0:
+        if not adds or not known or threshold > 1.0:
             return {}
         texts = [f"{(op.key or '').replace('_', ' ')}: {op.value}" for op in adds]
         try:
-            vectors = np.asarray(self._embedder.embed(texts))
-            out: dict[str, str] = {}
-            for op, text, vector in zip(adds, texts, vectors, strict=True):
-                hits = self._retriever.search_vector(
-                    scope, vector, SearchOptions(top_k=3, threshold=threshold)
-                )
-                for hit in hits:
-                    if hit.fact.key != op.key and _numbers_agree(hit.fact.text, text):
-                        assert op.key is not None
-                        out[op.key] = hit.fact.id
-                        break
-            return out
-        except Exception as exc:  # best effort: without the index, same-key merging only
+            vectors = np.asarray(self._embedder.embed(texts + [f.text for f in known]))
+        except Exception as exc:  # best effort: without embeddings, same-key merging only
             log.warning("near-duplicate check skipped: %s", exc)
             return {}
+        similarity = vectors[: len(adds)] @ vectors[len(adds) :].T
+        out: dict[str, str] = {}
+        for row, (op, text) in enumerate(zip(adds, texts, strict=True)):
+            for col in np.argsort(-similarity[row]):
+                fact = known[int(col)]
+                if similarity[row, col] < threshold:
+                    break
+                if fact.key != op.key and _numbers_agree(fact.text, text):
+                    out[op.key or ""] = fact.id
+                    break
+        return out

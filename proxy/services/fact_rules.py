@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -35,9 +36,9 @@ def coerce_value(raw: Any, rules: ProfileSettings, param: str = "value") -> str:
     """A fact value as text: strings as they are, numbers/booleans as JSON, lists joined."""
     if isinstance(raw, str):
         value = raw.strip()
-    elif isinstance(raw, bool | int | float):
+    elif _is_scalar(raw):
         value = orjson.dumps(raw).decode()
-    elif isinstance(raw, list) and all(isinstance(v, str | int | float | bool) for v in raw):
+    elif isinstance(raw, list) and all(isinstance(v, str) or _is_scalar(v) for v in raw):
         value = ", ".join(v if isinstance(v, str) else orjson.dumps(v).decode() for v in raw)
     else:
         raise BadRequest(
@@ -50,6 +51,16 @@ def coerce_value(raw: Any, rules: ProfileSettings, param: str = "value") -> str:
             f"'{param}' is longer than {rules.max_value_chars} characters", param=param
         )
     return value
+
+
+def _is_scalar(raw: Any) -> bool:
+    """A boolean, a 64-bit integer or a finite float (NaN / Infinity would be stored as
+    ``null``; orjson refuses wider integers)."""
+    if isinstance(raw, bool):
+        return True
+    if isinstance(raw, int):
+        return -(2**63) <= raw < 2**63
+    return isinstance(raw, float) and math.isfinite(raw)
 
 
 def category_for(key: str, given: str | None = None) -> str:

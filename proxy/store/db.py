@@ -118,6 +118,28 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS jobs_account ON jobs(account, status, seq);
     CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
     """,
+    4: """
+    CREATE TABLE IF NOT EXISTS dialectic_sessions (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        collection_id TEXT,
+        scope_key TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dialectic_sessions_expiry ON dialectic_sessions(expires_at);
+    CREATE TABLE IF NOT EXISTS dialectic_turns (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES dialectic_sessions(id) ON DELETE CASCADE,
+        question TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        fact_ids TEXT NOT NULL,
+        request_id TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dialectic_turns_session ON dialectic_turns(session_id, seq);
+    """,
 }
 
 
@@ -128,6 +150,9 @@ class Database:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers of this process queue here (woken at once on release) rather than in
+        # SQLite's busy handler, which sleeps in growing steps: tens of ms of tail latency.
+        self._write_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.migrate()
 
@@ -156,14 +181,15 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed on success, rolled back on any exception."""
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     def migrate(self) -> None:
         with self.write() as conn:

@@ -275,9 +275,13 @@ class FactRecords:
             return {}
         live, args = _live(now or time.time())
         marks = ",".join("?" * len(ids))
+        # Unary ``+`` keeps SQLite from answering through the scope index (a scan of the whole
+        # scope: ~3.5 ms at 10k facts, linear in the scope) instead of one primary-key lookup
+        # per id; without ANALYZE stats it prefers that index as soon as ids > 10. The scope
+        # condition still filters every row.
         with self._db.read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM facts WHERE scope_key = ? AND account = ? "
+                f"SELECT {_COLUMNS} FROM facts WHERE +scope_key = ? AND +account = ? "
                 f"AND id IN ({marks}) AND {live}",
                 (scope.key, scope.account, *ids, *args),
             ).fetchall()

@@ -25,6 +25,13 @@ STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
 INTERRUPTION_GRACE = 3
 
 
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: str
+    scope: Scope
+    payload: dict[str, Any]
+
+
 @dataclass(slots=True)
 class Job:
     seq: int
@@ -93,53 +100,65 @@ class JobStore:
     ) -> None:
         """Write a queued job (committed when this returns). A repeated id raises
         ``sqlite3.IntegrityError``."""
+        self.enqueue_many([NewJob(job_id, scope, payload)], max_attempts=max_attempts, now=now)
+
+    def enqueue_many(
+        self, jobs: list[NewJob], *, max_attempts: int, now: float | None = None
+    ) -> None:
+        """Write several queued jobs in one transaction (one commit: group commit)."""
         now = time.time() if now is None else now
+        rows = [
+            (
+                job.id,
+                job.scope.account,
+                job.scope.collection_id,
+                job.scope.key,
+                orjson.dumps(job.payload).decode(),
+                max_attempts,
+                now,
+                now,
+            )
+            for job in jobs
+        ]
         with self._db.write() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO jobs (id, account, collection_id, scope_key, payload, status, "
                 "attempts, max_attempts, next_run_at, created_at) "
                 "VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
-                (
-                    job_id,
-                    scope.account,
-                    scope.collection_id,
-                    scope.key,
-                    orjson.dumps(payload).decode(),
-                    max_attempts,
-                    now,
-                    now,
-                ),
+                rows,
             )
 
     def claim(self, limit: int, now: float | None = None) -> list[Job]:
-        """Take up to ``limit`` due jobs: ``running``, one more attempt, committed. A job is
-        eligible only when no earlier job of its scope is queued or running (scope order)."""
+        """Take up to ``limit`` due jobs: ``running``, one more attempt, committed.
+
+        Only the head of a scope's queue (its earliest queued or running job) is eligible, so a
+        scope's jobs run one at a time, in order. Candidates are read without the write lock
+        (cost: one pass over the pending jobs' index); the claim itself is a short write that
+        takes only those still queued (another process may have been first)."""
         if limit <= 0:
             return []
         now = time.time() if now is None else now
-        with self._db.write() as conn:
+        with self._db.read() as conn:
             ids = [
                 row[0]
                 for row in conn.execute(
-                    "SELECT id FROM jobs AS j WHERE status = 'queued' AND next_run_at <= ? "
-                    "AND NOT EXISTS (SELECT 1 FROM jobs AS e WHERE e.scope_key = j.scope_key "
-                    "AND e.seq < j.seq AND e.status IN ('queued', 'running')) "
-                    "ORDER BY seq LIMIT ?",
+                    "SELECT j.id FROM (SELECT MIN(seq) AS head FROM jobs "
+                    "WHERE status IN ('queued', 'running') GROUP BY scope_key) AS h "
+                    "JOIN jobs AS j ON j.seq = h.head "
+                    "WHERE j.status = 'queued' AND j.next_run_at <= ? ORDER BY j.seq LIMIT ?",
                     (now, limit),
                 )
             ]
-            if not ids:
-                return []
-            marks = ",".join("?" * len(ids))
-            conn.execute(
-                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ? "
-                f"WHERE id IN ({marks}) AND status = 'queued'",
-                (now, *ids),
-            )
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._db.write() as conn:
             rows = conn.execute(
-                f"SELECT * FROM jobs WHERE id IN ({marks}) ORDER BY seq", ids
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ? "
+                f"WHERE id IN ({marks}) AND status = 'queued' RETURNING *",
+                (now, *ids),
             ).fetchall()
-        return [_job(row) for row in rows]
+        return sorted((_job(row) for row in rows), key=lambda job: job.seq)
 
     def retry(self, job_id: str, error: str, run_at: float) -> None:
         with self._db.write() as conn:
@@ -206,6 +225,16 @@ class JobStore:
                 "SELECT * FROM jobs WHERE id = ? AND account = ?", (job_id, account)
             ).fetchone()
         return _job(row) if row else None
+
+    def others_pending(self, scope: Scope, job_id: str) -> bool:
+        """Has the scope another job queued or running (a burst still in progress)?"""
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM jobs WHERE scope_key = ? AND status IN ('queued', 'running') "
+                "AND id != ? LIMIT 1",
+                (scope.key, job_id),
+            ).fetchone()
+        return row is not None
 
     def next_due(self) -> float | None:
         """When the earliest queued job becomes due (None: nothing is queued)."""

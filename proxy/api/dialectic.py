@@ -1,0 +1,45 @@
+"""POST /v1/profile/dialectic: ask plain-language questions about a user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from proxy.deps import current_account, get_services, request_id, scope_for
+from proxy.models import Account
+from proxy.schemas.dialectic import DialecticRequest
+
+router = APIRouter(prefix="/v1/profile", tags=["dialectic"])
+
+
+@router.post("/dialectic", summary="Ask a question about the user (multi-turn with session_id)")
+async def dialectic(
+    request: Request,
+    req: DialecticRequest,
+    account: Account = Depends(current_account),
+    collection_id: str | None = Query(None),
+    user_id: str | None = Query(None),
+) -> Response | dict[str, Any]:
+    scope = scope_for(account, collection_id, user_id, req.collection_id)
+    service = get_services(request).dialectic
+    if req.stream:
+        prepared, events = await service.ask_stream(scope, req, request_id=request_id(request))
+        headers = {
+            "Cache-Control": "no-cache",
+            "X-Profilo-Session-Id": prepared.session_id,
+            "X-Profilo-Fact-Ids": ",".join(c.fact.id for c in prepared.context.chosen),
+        }
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    answer = await service.ask(scope, req, request_id=request_id(request))
+    return {
+        "assistant_message": answer.text,
+        "response": answer.text,  # legacy alias
+        "session_id": answer.session_id,
+        "collection_id": scope.collection_id,
+        "fact_ids": [c.fact.id for c in answer.context.chosen],
+        "facts": answer.context.as_json(),
+        "model": answer.model,
+        "usage": answer.usage,
+    }
