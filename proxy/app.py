@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.api import account, admin, chat, facts, health, interactions, models, profile
+from proxy.api import account, admin, chat, dialectic, facts, health, interactions, models, profile
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
@@ -27,6 +27,7 @@ from proxy.prompts import Prompts
 from proxy.services.account_config import AccountConfigService
 from proxy.services.chat import ChatService, LiteLLMChatLike
 from proxy.services.container import Services
+from proxy.services.dialectic import DialecticService
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_apply import Applier
 from proxy.services.indexing import IndexSync
@@ -41,6 +42,7 @@ from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
+from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
 from proxy.worker import Worker
 
@@ -142,6 +144,13 @@ def build_services(settings: Settings) -> Services:
         started_at=time.time(),
         jobs=jobs,
         learning=worker,
+        dialectic=DialecticService(
+            memory,
+            SessionStore(db, settings.dialectic.session_ttl_seconds),
+            prompts,
+            completer,
+            settings,
+        ),
     )
 
 
@@ -207,6 +216,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    for module in (health, chat, models, profile, facts, account, interactions, admin):
+    for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
     return app

@@ -92,7 +92,13 @@ MODEL_CACHE = Path(tempfile.gettempdir()) / "profilo-test-models"
 def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -> Settings:
     """Settings for one test's proxy. The embedding model's ONNX graph is built once per
     machine into a shared cache dir (building it per test would cost seconds each)."""
-    values: dict[str, Any] = {"data_dir": data_dir, "embedding": {"cache_dir": MODEL_CACHE}}
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "embedding": {"cache_dir": MODEL_CACHE},
+        # Jobs are still written; no background extraction call races a test's own requests.
+        # Tests of learning turn the worker on (learning={...}).
+        "learning": {"run_worker": False},
+    }
     if fake is not None:
         values["upstream"] = {"api_base": fake.url, "api_key": UPSTREAM_KEY}
     values.update(overrides)

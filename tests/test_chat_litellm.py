@@ -58,7 +58,11 @@ def test_anthropic_answer_in_openai_shape(claude_proxy: Proxy) -> None:
     assert body["choices"][0]["message"]["content"] == "Hello, Ada!"
     assert body["choices"][0]["finish_reason"] == "stop"
     usage = body["usage"]
-    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (12, 6, 18)
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (
+        12,
+        6,
+        18,
+    )
     assert raw.headers["x-profilo-request-id"].startswith("req_")
 
 
@@ -66,8 +70,13 @@ def test_anthropic_stream_in_openai_chunks(claude_proxy: Proxy) -> None:
     with _vcr.use_cassette("anthropic_text_stream.yaml") as cassette:
         r = httpx.post(
             claude_proxy.base_url + "/chat/completions",
-            json={"model": "claude", "messages": [{"role": "user", "content": "Say hello."}],
-                  "max_tokens": 64, "stream": True, "stream_options": {"include_usage": True}},
+            json={
+                "model": "claude",
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 64,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
             timeout=60,
         )
         assert cassette.all_played

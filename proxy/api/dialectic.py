@@ -14,7 +14,11 @@ from proxy.schemas.dialectic import DialecticRequest
 router = APIRouter(prefix="/v1/profile", tags=["dialectic"])
 
 
-@router.post("/dialectic", summary="Ask a question about the user (multi-turn with session_id)")
+@router.post(
+    "/dialectic",
+    response_model=None,
+    summary="Ask a question about the user (multi-turn with session_id)",
+)
 async def dialectic(
     request: Request,
     req: DialecticRequest,

@@ -65,7 +65,7 @@ def snapshot_json(snap: dict[str, Any]) -> dict[str, Any]:
 class _Scoped(BaseModel):
     """``collection_id`` with Reflexio's ``user_id`` alias (both may not disagree)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     collection_id: str | None = Field(default=None, min_length=1, max_length=256)
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
 
@@ -127,20 +127,20 @@ class DeleteByQuery(_Scoped):
 
 
 class ExtractorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     profile_content_definition_prompt: str | None = Field(default=None, max_length=20000)
     context_prompt: str | None = Field(default=None, max_length=20000)
     should_extract_profile_prompt_override: str | None = Field(default=None, max_length=20000)
 
 
 class FeatureDefaults(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     memory: bool = False
     user_profile: bool = False
     learning: bool = True
 
 
 class AccountConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     profile_extractor_config: ExtractorConfig = Field(default_factory=ExtractorConfig)
     features: FeatureDefaults = Field(default_factory=FeatureDefaults)

@@ -9,6 +9,7 @@ from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
 from proxy.services.account_config import AccountConfigService
 from proxy.services.chat import ChatService
+from proxy.services.dialectic import DialecticService
 from proxy.services.extraction import LearningQueue
 from proxy.services.indexing import IndexSync
 from proxy.services.profile import ProfileService
@@ -42,6 +43,7 @@ class Services:
     started_at: float
     jobs: JobStore
     learning: LearningQueue
+    dialectic: DialecticService
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -37,7 +37,6 @@ class Answer:
     model: str
     context: MemoryContext
     usage: dict[str, Any] | None = None
-    facts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class DialecticService:

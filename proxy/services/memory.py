@@ -80,9 +80,10 @@ class MemoryService:
         flat: list[Chosen] = []
         static: list[Chosen] = []
         if features.user_profile:
-            for fact in self._records.select(scope):
-                if fact.kind != "static" or (floor is not None and fact.confidence < floor):
-                    continue
+            top = self._records.static_profile(
+                scope, min_confidence=floor, limit=self._settings.max_profile_facts, first=FLAT_KEYS
+            )
+            for fact in top:
                 (flat if fact.key in FLAT_KEYS else static).append(Chosen(fact, None, "profile"))
             flat.sort(key=lambda c: FLAT_KEYS.index(c.fact.key))
             static.sort(key=lambda c: (-c.fact.confidence, c.fact.key))

@@ -140,6 +140,10 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS dialectic_turns_session ON dialectic_turns(session_id, seq);
     """,
+    5: """
+    CREATE INDEX IF NOT EXISTS facts_scope_static
+        ON facts(scope_key, kind, confidence DESC);
+    """,
 }
 
 

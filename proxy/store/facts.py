@@ -316,6 +316,35 @@ class FactRecords:
         with self._db.read() as conn:
             return [_row_to_fact(row) for row in conn.execute(sql, params).fetchall()]
 
+    def static_profile(
+        self,
+        scope: Scope,
+        *,
+        min_confidence: float | None,
+        limit: int,
+        first: Sequence[str] = (),
+        now: float | None = None,
+    ) -> list[Fact]:
+        """The scope's live static facts for injection: the ``first`` keys, then the most
+        confident ``limit`` others (filtered and ordered in SQL: cheap at any scope size)."""
+        live, args = _live(now or time.time())
+        marks = ",".join("?" * len(first)) or "NULL"
+        with self._db.read() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM facts WHERE scope_key = ? AND account = ? "
+                f"AND kind = 'static' AND confidence >= ? AND {live} "
+                f"ORDER BY key IN ({marks}) DESC, confidence DESC, key LIMIT ?",
+                (
+                    scope.key,
+                    scope.account,
+                    min_confidence or 0.0,
+                    *args,
+                    *first,
+                    limit + len(first),
+                ),
+            ).fetchall()
+        return [_row_to_fact(row) for row in rows]
+
     def count(self, scope: Scope, *, now: float | None = None) -> int:
         live, args = _live(now or time.time())
         with self._db.read() as conn:
