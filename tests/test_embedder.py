@@ -23,8 +23,6 @@ from proxy.store import embedder as emb
 from proxy.store.embedder import Embedder, MiniLMEmbedder
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-# The model ships with the install (README / .ci/run): its absence is a failure, not a skip.
-needs_model = pytest.mark.usefixtures()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +51,6 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --- MiniLM: numbers -------------------------------------------------------------------------
 
 
-@needs_model
 def test_reproduces_reference_fixture(minilm: MiniLMEmbedder, reference: Any) -> None:
     texts, expected = reference
     assert "" in texts and max(len(t) for t in texts) > 1000  # empty and long text covered
@@ -65,7 +62,6 @@ def test_reproduces_reference_fixture(minilm: MiniLMEmbedder, reference: Any) ->
         assert cos.min() > 0.999, dict(zip(texts, cos.round(5), strict=True))
 
 
-@needs_model
 def test_padding_does_not_change_results(minilm: MiniLMEmbedder, reference: Any) -> None:
     texts = reference[0] + [f"fact {i}: " + "likes hiking " * (i % 9) for i in range(40)]
     batch = minilm.embed(texts)  # > 32 texts: several batches, sorted by length
@@ -74,7 +70,6 @@ def test_padding_does_not_change_results(minilm: MiniLMEmbedder, reference: Any)
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
 
 
-@needs_model
 def test_empty_input_and_str_guard(minilm: MiniLMEmbedder) -> None:
     out = minilm.embed([])
     assert out.shape == (0, 384) and out.dtype == np.float32
@@ -82,7 +77,6 @@ def test_empty_input_and_str_guard(minilm: MiniLMEmbedder) -> None:
         minilm.embed("not a list")
 
 
-@needs_model
 def test_concurrent_calls_match_sequential(minilm: MiniLMEmbedder, reference: Any) -> None:
     texts = reference[0]
     expected = minilm.embed(texts)
@@ -92,7 +86,6 @@ def test_concurrent_calls_match_sequential(minilm: MiniLMEmbedder, reference: An
         np.testing.assert_allclose(got[0], expected[i % len(texts)], atol=2e-5)
 
 
-@needs_model
 def test_satisfies_protocol(minilm: MiniLMEmbedder) -> None:
     e: Embedder = minilm  # checked by mypy
     assert e.name == "local/all-MiniLM-L6-v2" and minilm.dim == 384
@@ -105,7 +98,6 @@ def _no_build(*_: Any) -> bytes:
     raise AssertionError("the cached ONNX graph should have been reused")
 
 
-@needs_model
 def test_cached_graph_and_session_are_reused(
     minilm: MiniLMEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,7 +134,6 @@ def spy_build(built_graph: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-@needs_model
 @pytest.mark.parametrize("damage", ["truncated", "other_key"])
 def test_damaged_graph_is_rebuilt(
     damage: str, minilm: MiniLMEmbedder, spy_build: list[str], tmp_path: Path, reference: Any
@@ -163,7 +154,6 @@ def test_damaged_graph_is_rebuilt(
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@needs_model
 def test_new_builder_version_rebuilds_and_drops_stale_file(
     minilm: MiniLMEmbedder, spy_build: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
