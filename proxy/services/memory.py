@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config import MemorySettings
+from proxy.messages import latest_user_text
 from proxy.models import FLAT_KEYS, Fact, Features, Scope
 from proxy.prompts import BlockItem, Prompts
 from proxy.services.retrieval import Retriever, SearchOptions
@@ -39,22 +40,6 @@ class MemoryContext:
             }
             for c in self.chosen
         ]
-
-
-def latest_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return " ".join(
-                str(p.get("text", ""))
-                for p in content
-                if isinstance(p, dict) and p.get("type") == "text"
-            )
-    return ""
 
 
 class MemoryService:
