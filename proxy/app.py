@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.api import account, admin, chat, dialectic, facts, health, interactions, models, profile
+from proxy.api import reflexio as reflexio_api
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
@@ -218,4 +219,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
+    app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app
