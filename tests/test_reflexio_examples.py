@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the seed's example strings are kept verbatim)
 """Every Python example of the Reflexio seed (``seeds/reflexio-user-profiles.txt``), run
 against the proxy under uvicorn. Each example is transcribed verbatim (indentation restored);
 only the client's import and constructor differ::
