@@ -121,7 +121,17 @@ def _profile(settings: Settings, *, index: bool) -> Iterator[ProfileService]:
 
 
 def run_profile(settings: Settings, args: argparse.Namespace) -> int:
-    scope = Scope(args.account, args.collection)
+    if not args.account.strip() or (
+        args.collection is not None and not 1 <= len(args.collection.strip()) <= 256
+    ):
+        raise ConfigError("--account and --collection must be non-empty (at most 256 characters)")
+    try:
+        return _run_profile(settings, args, Scope(args.account, args.collection))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid arguments: {exc}") from exc
+
+
+def _run_profile(settings: Settings, args: argparse.Namespace, scope: Scope) -> int:
     command = args.profile_command
     uses_index = command == "search" or (command == "delete" and args.query is not None)
     with _profile(settings, index=uses_index) as service:

@@ -261,3 +261,15 @@ def test_entry_point(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "0 facts in the account-wide profile of account 'a'" in done.stderr
+
+
+def test_bad_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_file(tmp_path, tmp_path / "data")
+    scope = ("--account", "acme", "--collection", "u1")
+    assert cli(config, "profile", "search", *scope, "q", "--threshold", "7") == 2
+    assert "threshold" in capsys.readouterr().err
+    assert cli(config, "profile", "show", "--account", "acme", "--collection", " ") == 2
+    assert cli(config, "profile", "delete", *scope) == 2  # neither ids nor --query
+    assert "give fact ids or --query" in capsys.readouterr().err
+    assert cli(config, "profile", "delete", *scope, "--dry-run", "fact_" + "0" * 32) == 1
+    assert "no fact with id" in capsys.readouterr().err

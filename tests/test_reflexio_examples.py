@@ -58,6 +58,15 @@ def test_setup_reads_the_key_from_the_environment(
     with pytest.raises(reflexio.ProfiloError) as err:
         reflexio.ReflexioClient().get_profiles(user_id="customer_alice")
     assert err.value.status == 401
+    # Reflexio's own variables work too (uses REFLEXIO_API_KEY env var)
+    monkeypatch.delenv("PROFILO_URL")
+    monkeypatch.setenv("REFLEXIO_API_KEY", token)
+    monkeypatch.setenv("REFLEXIO_URL", proxy.url)
+    client = reflexio.ReflexioClient()
+    assert client.get_config().profile_extractor_config.context_prompt is None
+    # Self-hosted: client = reflexio.ReflexioClient(url_endpoint="http://localhost:8081")
+    client = reflexio.ReflexioClient(url_endpoint=proxy.url.replace("127.0.0.1", "localhost"))
+    assert client.get_profiles(user_id="customer_alice").success
 
 
 def test_basic_profile_search(setup: tuple[Proxy, str], capsys: pytest.CaptureFixture[str]) -> None:
