@@ -166,7 +166,9 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # the location only: a body field may itself be called "query"
     param = ".".join(loc) or None
     message = first.get("msg", "invalid request")
     err = BadRequest(f"{param}: {message}" if param else message, param=param)

@@ -122,7 +122,7 @@ def test_delete_by_query_and_id_with_curl_shapes(proxy: Proxy, keys: tuple[str, 
 @pytest.mark.parametrize(
     ("method", "route", "body", "param"),
     [
-        ("POST", "search_profiles", {"user_id": "u"}, None),
+        ("POST", "search_profiles", {"user_id": "u"}, "query"),
         ("POST", "search_profiles", {"user_id": "u", "query": "x", "threshold": 2}, "threshold"),
         ("POST", "search_profiles", {"user_id": "u", "query": "x", "top_k": 10**6}, "top_k"),
         ("POST", "get_profiles", {"top_k": 5}, "user_id"),
