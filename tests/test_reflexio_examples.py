@@ -9,13 +9,18 @@ only the client's import and constructor differ::
 
 The profiles the examples read are written first through the proxy's own API (facts, or
 published interactions learned by the real worker against the fake upstream), and the
-printed output is checked.
+printed output is checked. The seed's curl calls are read out of the seed file itself and sent
+as written (``test_every_curl_example_of_the_seed``).
 """
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from proxy import client as reflexio
@@ -541,3 +546,84 @@ def test_profile_analytics_and_personalization(
     assert "Extracted interests for recommendations: ['hiking', 'jazz']" in out
     assert "Users with similar interest 'hiking': " in out
     assert "Users with similar interest 'jazz': " in out
+
+
+# -- the seed's curl examples ------------------------------------------------------------------
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "reflexio-user-profiles.txt"
+CURL = re.compile(
+    r'curl -X (?P<method>[A-Z]+) "\$\{REFLEXIO_URL:-[^}]+\}(?P<path>/api/\w+)"'
+    r"(?P<rest>.*?)(?=curl -X |\Z)",
+    re.DOTALL,
+)
+
+
+def curl_examples() -> list[tuple[str, str, dict[str, str], str | None]]:
+    """(method, path, headers, body) of every curl command in the seed, read from its text."""
+    out = []
+    for m in CURL.finditer(SEED.read_text()):
+        rest = m["rest"]
+        headers = dict(
+            (name.strip(), value.strip())
+            for name, value in re.findall(r'-H "([^:]+):([^"]*)"', rest)
+        )
+        body = None
+        if "<<'JSON'" in rest:
+            body = rest.split("<<'JSON'\n", 1)[1].split("\nJSON", 1)[0]
+        out.append((m["method"], m["path"], headers, body))
+    return out
+
+
+def test_every_curl_example_of_the_seed(make_proxy: Any) -> None:
+    """Each curl call of the seed, sent as written (method, path, headers, body) with
+    ``$REFLEXIO_URL`` / ``$REFLEXIO_API_KEY`` set to the proxy and its key."""
+    proxy = make_proxy(models={"extraction": "gpt-4o-mini"})
+    _, token = KeyStore(Database(proxy.settings.db_path)).create("acme")
+    client = reflexio.ReflexioClient(url_endpoint=proxy.url, api_key=token)
+    seed(client, "customer_alice", *ALICE)
+    seed(
+        client,
+        "customer_frank",
+        ("outdated_info", "outdated information: deprecated preferences", "x"),
+    )
+    examples = curl_examples()
+    assert len(examples) == SEED.read_text().count("curl -X ") == 19
+    seen: dict[str, int] = {}
+    for method, path, headers, body in examples:
+        headers = {k: v.replace("$REFLEXIO_API_KEY", token) for k, v in headers.items()}
+        assert headers["Authorization"] == f"Bearer {token}"
+        r = httpx.request(method, proxy.url + path, headers=headers, content=body, timeout=30)
+        data = json.loads(body) if body else {}
+        seen[path] = seen.get(path, 0) + 1
+        if path == "/api/set_config":  # the seed's body is a placeholder ("...")
+            assert r.status_code == 400 and r.json()["error"]["param"] == "..."
+            full = httpx.get(proxy.url + "/api/get_config", headers=headers).json()
+            r = httpx.request(method, proxy.url + path, headers=headers, json=full)
+            assert r.status_code == 200 and r.json()["success"] is True
+        elif data.get("profile_id") == "specific_profile_uuid_here":
+            assert r.status_code == 404 and r.json()["error"]["param"] == "profile_id"
+        elif path == "/api/publish_interaction":
+            assert r.status_code == 202 and r.json()["success"] is True, r.text
+        else:
+            assert r.status_code == 200, (path, r.text)
+            answer = r.json()
+            if path in ("/api/search_profiles", "/api/get_profiles"):
+                assert all(p["user_id"] == data["user_id"] for p in answer["user_profiles"])
+            elif path == "/api/profile_change_log":
+                assert len(answer["profile_change_logs"]) == len(ALICE) + 1
+            elif path == "/api/delete_profile":
+                assert answer["success"] is True and answer["message"]
+    assert seen == {
+        "/api/search_profiles": 8,
+        "/api/publish_interaction": 2,
+        "/api/profile_change_log": 1,
+        "/api/delete_profile": 3,
+        "/api/get_config": 2,
+        "/api/set_config": 2,
+        "/api/get_profiles": 1,
+    }
+    # what the seed's calls did: two turns queued, frank's outdated profile deleted
+    assert client.get_profiles(user_id="customer_frank").user_profiles == []
+    found = client.search_user_profiles(
+        user_id="customer_alice", query="laptop preferences programming work", threshold=0.7
+    )
+    assert found.user_profiles  # the first curl search's query finds alice's profile
