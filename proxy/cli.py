@@ -1,4 +1,4 @@
-"""The ``profilo`` command: serve, keys. The only module that reads argv."""
+"""The ``profilo`` command: serve, keys, profile, jobs. The only module that reads argv."""
 
 from __future__ import annotations
 
