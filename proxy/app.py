@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.api import account, admin, chat, dialectic, facts, health, interactions, models, profile
+from proxy.api import reflexio as reflexio_api
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
@@ -165,7 +166,9 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # the location only: a body field may itself be called "query"
     param = ".".join(loc) or None
     message = first.get("msg", "invalid request")
     err = BadRequest(f"{param}: {message}" if param else message, param=param)
@@ -218,4 +221,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
+    app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app
