@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import typing
+from typing import Any
 
 import httpx
 from openai.types.responses import ResponseStreamEvent

@@ -51,6 +51,8 @@ def _user_content(content: Any, param: str) -> str | list[dict[str, Any]]:
                 "route (chat-completions bridge)",
                 param=f"{param}[{i}]",
             )
+    if all(p["type"] == "text" for p in parts):  # plain text: what every chat provider takes
+        return "".join(p["text"] for p in parts)
     return parts
 
 

@@ -125,7 +125,7 @@ def moderation_body(body: dict[str, Any]) -> dict[str, Any]:
                 "categories": {c: (c == "violence" and flagged) for c in categories},
                 "category_scores": {
                     c: (0.9 if c == "violence" and flagged else 0.01) for c in categories
-                },  # fmt: skip
+                },
                 "category_applied_input_types": {c: ["text"] for c in categories},
             }
         )
