@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -29,17 +29,14 @@ from proxy.services.chat import ChatOutcome, ChatService, PendingTurn, chat_scop
 from proxy.services.memory import merge_text
 from proxy.services.responses_convert import (
     chat_request,
-    completion_to_response,
     items_to_messages,
     new_id,
     normalize_input,
-    output_text,
     with_ids,
 )
-from proxy.services.responses_stream import StreamBuilder, sse_event
+from proxy.services.responses_objects import completion_to_response, list_page, output_text
+from proxy.services.responses_stream import StreamBuilder, sse_event, watch
 from proxy.store.responses import ResponseStore, StoredResponse
-
-OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ResponsesService:
@@ -176,7 +173,7 @@ class ResponsesService:
 
         async def relay() -> AsyncIterator[bytes]:
             try:
-                async for event in _watch(events, on_event):
+                async for event in watch(events, on_event):
                     yield event
             except ProxyError as exc:
                 yield sse_error(exc)
@@ -301,46 +298,3 @@ class ResponsesService:
         if stored.kind == "upstream":
             return await self._relay("GET", stored, "/input_items" + (f"?{query}" if query else ""))
         return orjson.dumps(list_page(stored.input_items, params))
-
-
-def list_page(items: list[dict[str, Any]], params: dict[str, str]) -> dict[str, Any]:
-    """OpenAI's cursor list: ``order`` (default desc), ``after`` (an item id), ``limit``
-    (1-100, default 20)."""
-    order = params.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise BadRequest("'order' must be 'asc' or 'desc'", param="order")
-    try:
-        limit = int(params.get("limit", "20"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 100:
-        raise BadRequest("'limit' must be an integer from 1 to 100", param="limit")
-    ordered = items if order == "asc" else items[::-1]
-    after = params.get("after")
-    if after is not None:
-        ids = [i.get("id") for i in ordered]
-        if after not in ids:
-            raise BadRequest(f"'after': no item with id '{after}'", param="after")
-        ordered = ordered[ids.index(after) + 1 :]
-    page = ordered[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(ordered) > limit,
-    }
-
-
-async def _watch(events: AsyncIterator[bytes], on_event: OnEvent) -> AsyncIterator[bytes]:
-    """Relay SSE bytes untouched; each complete event's JSON is shown to ``on_event`` first."""
-    async for chunk in events:
-        for line in chunk.splitlines():
-            if line.startswith(b"data:"):
-                try:
-                    event = orjson.loads(line[5:].strip())
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(event, dict):
-                    await on_event(event)
-        yield chunk

@@ -1,15 +1,13 @@
-"""Responses API <-> chat completions: items to messages, a request to a chat request, a
-chat completion to a ``response`` object. Pure functions (the bridge's streaming is in
-``responses_stream``)."""
+"""Responses API -> chat completions: input items to chat messages, a Responses request to a
+chat request (pure functions; the objects built back are in ``responses_objects``, the
+streaming events in ``responses_stream``)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from proxy.errors import BadRequest
-from proxy.services.extraction import text_of
 
 #: Request fields with a chat-completions counterpart of the same name and meaning.
 SAME_FIELDS = ("temperature", "top_p", "parallel_tool_calls", "user", "top_logprobs")
@@ -20,7 +18,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _parts_text(content: Any) -> str:
+def parts_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -84,16 +82,16 @@ def items_to_messages(
         if kind == "message":
             role = item.get("role")
             if role == "assistant":
-                out.append({"role": "assistant", "content": _parts_text(item.get("content"))})
+                out.append({"role": "assistant", "content": parts_text(item.get("content"))})
             elif role in ("system", "developer"):
-                out.append({"role": role, "content": _parts_text(item.get("content"))})
+                out.append({"role": role, "content": parts_text(item.get("content"))})
             elif role == "user":
                 try:
                     content = _user_content(item.get("content"), f"{where}.content")
                 except BadRequest:
                     if strict:
                         raise
-                    content = _parts_text(item.get("content"))
+                    content = parts_text(item.get("content"))
                 out.append({"role": "user", "content": content})
             elif strict:
                 raise BadRequest(f"'{where}.role' {role!r} is not valid", param=f"{where}.role")
@@ -115,7 +113,7 @@ def items_to_messages(
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
-            text = output if isinstance(output, str) else _parts_text(output)
+            text = output if isinstance(output, str) else parts_text(output)
             out.append({"role": "tool", "tool_call_id": str(item.get("call_id")), "content": text})
         elif kind in ("reasoning", "item_reference") or not strict:
             continue
@@ -204,134 +202,3 @@ def chat_request(
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return chat
-
-
-def output_to_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A stored response's output items as chat messages (for ``previous_response_id``)."""
-    return items_to_messages(output, "output")
-
-
-def message_item(text: str, *, item_id: str | None = None, status: str = "completed") -> dict:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    return {
-        "id": item_id or new_id("msg"),
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": [part],
-    }
-
-
-def call_item(
-    call_id: str,
-    name: str,
-    arguments: str,
-    *,
-    item_id: str | None = None,
-    status: str = "completed",
-) -> dict[str, Any]:
-    return {
-        "id": item_id or new_id("fc"),
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-
-
-def usage_of(usage: Any) -> dict[str, Any] | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    written = (usage.get("prompt_tokens_details") or {}).get("cache_write_tokens") or 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": int(cached), "cache_write_tokens": int(written)},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": int(reasoning)},
-        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
-    }
-
-
-def response_object(
-    body: dict[str, Any],
-    response_id: str,
-    created_at: float,
-    *,
-    status: str,
-    output: list[dict[str, Any]],
-    usage: dict[str, Any] | None = None,
-    incomplete: str | None = None,
-) -> dict[str, Any]:
-    """A ``response`` object echoing the request's settings (the client's ``instructions``,
-    not the memory block)."""
-    text: dict[str, Any] = body["text"] if isinstance(body.get("text"), dict) else {}
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(created_at),
-        "status": status,
-        "error": None,
-        "incomplete_details": {"reason": incomplete} if incomplete else None,
-        "instructions": body.get("instructions"),
-        "max_output_tokens": body.get("max_output_tokens"),
-        "metadata": body.get("metadata") or {},
-        "model": body["model"],
-        "output": output,
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "store": body.get("store", True),
-        "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}, **text},
-        "tool_choice": body.get("tool_choice") or "auto",
-        "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0),
-        "truncation": body.get("truncation") or "disabled",
-        "usage": usage,
-        "user": body.get("user"),
-    }
-
-
-def completion_to_response(
-    body: dict[str, Any], response_id: str, completion: dict[str, Any]
-) -> dict[str, Any]:
-    """A non-streamed ``chat.completion`` as a ``response``."""
-    choices = completion.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
-    content = message.get("content")
-    text = content if isinstance(content, str) else text_of(content)
-    if text:
-        output.append(message_item(text))
-    if isinstance(message.get("refusal"), str) and message["refusal"]:
-        part = {"type": "refusal", "refusal": message["refusal"]}
-        output.append({**message_item(""), "content": [part]})
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        output.append(
-            call_item(str(call.get("id")), str(fn.get("name")), str(fn.get("arguments") or ""))
-        )
-    incomplete = "max_output_tokens" if choice.get("finish_reason") == "length" else None
-    return response_object(
-        body,
-        response_id,
-        time.time(),
-        status="incomplete" if incomplete else "completed",
-        output=output,
-        usage=usage_of(completion.get("usage")),
-        incomplete=incomplete,
-    )
-
-
-def output_text(response: dict[str, Any]) -> str:
-    """The text of a response's output messages (what learning takes as the reply)."""
-    texts = []
-    for item in response.get("output") or []:
-        if isinstance(item, dict) and item.get("type") == "message":
-            texts.append(_parts_text(item.get("content")))
-    return "".join(texts)

@@ -10,18 +10,21 @@ every item's ``.done`` events, and the final ``response.completed`` (or
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from proxy.services.responses_convert import (
+from proxy.services.responses_objects import (
     call_item,
     message_item,
     new_id,
     response_object,
     usage_of,
 )
+
+OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def sse_event(event: dict[str, Any]) -> bytes:
@@ -214,3 +217,17 @@ class StreamBuilder:
 
     def error(self, message: str, code: str | None) -> dict[str, Any]:
         return self._event("error", message=message, code=code, param=None)
+
+
+async def watch(events: AsyncIterator[bytes], on_event: OnEvent) -> AsyncIterator[bytes]:
+    """Relay SSE bytes untouched; each complete event's JSON is shown to ``on_event`` first."""
+    async for chunk in events:
+        for line in chunk.splitlines():
+            if line.startswith(b"data:"):
+                try:
+                    event = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(event, dict):
+                    await on_event(event)
+        yield chunk
