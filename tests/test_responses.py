@@ -159,6 +159,17 @@ def test_stored_response_routes_are_relayed_and_scoped(
         model="gpt-4o-mini", input="more", previous_response_id=made.id
     )
     assert upstream.last.json["previous_response_id"] == made.id
+    upstream.script(lambda rec: json_reply({"object": "list", "data": [], "query": rec.query}))
+    items = httpx.get(
+        proxy.base_url + f"/responses/{made.id}/input_items?limit=5", headers=auth(acme)
+    )
+    assert items.json()["query"] == {"limit": "5"}
+    assert upstream.last.path == f"/v1/responses/{made.id}/input_items"
+    upstream.script(json_reply({"id": made.id, "object": "response", "deleted": True}))
+    gone = httpx.delete(proxy.base_url + f"/responses/{made.id}", headers=auth(acme))
+    assert gone.json()["deleted"] is True and upstream.last.method == "DELETE"
+    again = httpx.get(proxy.base_url + f"/responses/{made.id}", headers=auth(acme))
+    assert again.status_code == 404  # forgotten here too
 
 
 def test_upstream_errors_are_relayed(proxy: Proxy, upstream: FakeUpstream) -> None:
