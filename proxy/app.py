@@ -14,12 +14,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.api import account, admin, chat, dialectic, facts, health, interactions, models, profile
+from proxy.api import (
+    account,
+    admin,
+    chat,
+    dialectic,
+    facts,
+    health,
+    interactions,
+    models,
+    openai_relay,
+    profile,
+    responses,
+)
 from proxy.api import reflexio as reflexio_api
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
 from proxy.llm.embeddings import build_embedder
+from proxy.llm.litellm_embed import litellm_embeddings
 from proxy.llm.offline import prepare_offline_env
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
@@ -33,7 +46,9 @@ from proxy.services.extraction import Extractor
 from proxy.services.extraction_apply import Applier
 from proxy.services.indexing import IndexSync
 from proxy.services.memory import MemoryService
+from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
+from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
@@ -43,6 +58,7 @@ from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
+from proxy.store.responses import ResponseStore
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
 from proxy.worker import Worker
@@ -126,6 +142,19 @@ def build_services(settings: Settings) -> Services:
         learning=worker,
         max_message_chars=learn.max_message_chars,
     )
+    started_at = time.time()
+    responses_service = ResponsesService(
+        chat_service,
+        router,
+        passthrough,
+        # the bridge answers clients: the client-facing timeout, not the extraction one
+        Completer(router, passthrough, litellm_chat, timeout=settings.upstream.timeout),
+        ResponseStore(db),
+    )
+
+    async def embed(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return await litellm_embeddings(body, params, timeout_seconds=settings.upstream.timeout)
+
     return Services(
         settings=settings,
         db=db,
@@ -142,7 +171,7 @@ def build_services(settings: Settings) -> Services:
         changes=ChangeLog(db),
         account_config=account_config,
         tokens=tokens,
-        started_at=time.time(),
+        started_at=started_at,
         jobs=jobs,
         learning=worker,
         dialectic=DialecticService(
@@ -152,6 +181,8 @@ def build_services(settings: Settings) -> Services:
             completer,
             settings,
         ),
+        responses=responses_service,
+        relay=OpenAIRelay(router, passthrough, embed, started_at),
     )
 
 
@@ -220,6 +251,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
+        app.include_router(module.router)
+    for module in (responses, openai_relay):
         app.include_router(module.router)
     app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app

@@ -30,6 +30,8 @@ class UpstreamSettings(BaseModel):
     api_key: str | None = None
     timeout: float = 600.0
     connect_timeout: float = 10.0
+    # Whether the upstream serves POST /responses itself (else: the chat-completions bridge).
+    responses_api: bool = True
 
 
 class LiteLLMParams(BaseModel):
@@ -43,6 +45,8 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_name: str
     litellm_params: LiteLLMParams
+    # OpenAI-compatible entries only: does the server have POST /responses (default: yes)?
+    responses_api: bool = True
 
 
 class ModelsSettings(BaseModel):

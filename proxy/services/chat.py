@@ -129,15 +129,19 @@ class ChatService:
         features.learning = bool(asked and defaults.learning and self._learning is not None)
         return features
 
-    async def _remember(
-        self, scope: Scope, features: Features, chat: ChatRequest, headers: dict[str, str]
+    async def remember(
+        self,
+        scope: Scope,
+        features: Features,
+        messages: list[dict[str, Any]],
+        model: str,
+        headers: dict[str, str],
     ) -> MemoryContext | None:
-        """Build the memory block; on any failure answer without memory (fail open)."""
+        """Build the memory block for ``messages`` (chat-shaped); on any failure answer
+        without memory (fail open)."""
         try:
             ctx = await asyncio.wait_for(
-                asyncio.to_thread(
-                    self._memory.build, scope, features, chat.body["messages"], chat.model
-                ),
+                asyncio.to_thread(self._memory.build, scope, features, messages, model),
                 self._memory_timeout,
             )
         except Exception as exc:
@@ -177,14 +181,16 @@ class ChatService:
                     chat.wait_for_learning_seconds,
                 )
             if features.any:
-                ctx = await self._remember(scope, features, chat, headers)
+                ctx = await self.remember(
+                    scope, features, chat.body["messages"], chat.model, headers
+                )
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
         outcome.headers.update(headers)
         if turn is not None:
             if outcome.json is not None:
-                status = await self._learn(turn, _reply_text(outcome.json))
+                status = await self.learn(turn, _reply_text(outcome.json))
                 outcome.headers["X-Profilo-Learning"] = status
             elif outcome.stream is not None:
                 outcome.stream = self._learn_after_stream(outcome.stream, turn)
@@ -196,7 +202,7 @@ class ChatService:
                 outcome.json = orjson.dumps(answer)
         return outcome
 
-    async def _learn(self, turn: PendingTurn, reply: str | None) -> str:
+    async def learn(self, turn: PendingTurn, reply: str | None) -> str:
         """Queue the turn (committed before the answer goes out); wait for it if asked.
         A queue failure never fails the chat (fail open): it is logged and reported."""
         assert self._learning is not None
@@ -230,7 +236,7 @@ class ChatService:
                         data = line[5:].strip()
                         if data == b"[DONE]":
                             learned = True
-                            await self._learn(turn, "".join(parts))
+                            await self.learn(turn, "".join(parts))
                             break
                         piece = _choice0_delta(data)
                         if piece:

@@ -153,8 +153,8 @@ def inject(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
     for i, message in enumerate(out):
         if message.get("role") in ("system", "developer"):
             content = message.get("content")
-            if isinstance(content, str):
-                merged: Any = f"{content}\n\n{block}" if content else block
+            if isinstance(content, str | None):
+                merged: Any = merge_text(content, block)
             elif isinstance(content, list):
                 merged = [*content, {"type": "text", "text": block}]
             else:
@@ -162,3 +162,9 @@ def inject(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
             out[i] = {**message, "content": merged}
             return out
     return [{"role": "system", "content": block}, *out]
+
+
+def merge_text(text: str | None, block: str) -> str:
+    """The block after the client's own text (a system prompt, Responses ``instructions``),
+    one blank line between them."""
+    return f"{text}\n\n{block}" if text else block
