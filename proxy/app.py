@@ -15,6 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.api import account, admin, chat, dialectic, facts, health, interactions, models, profile
+from proxy.api.collections import router as collections_router
+from proxy.api.metrics import router as metrics_router
+from proxy.api.ui import router as ui_router
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
@@ -22,6 +25,7 @@ from proxy.llm.embeddings import build_embedder
 from proxy.llm.offline import prepare_offline_env
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
+from proxy.metrics import Metrics
 from proxy.middleware import RequestContextMiddleware
 from proxy.prompts import Prompts
 from proxy.services.account_config import AccountConfigService
@@ -78,7 +82,7 @@ def _litellm_factory(settings: Settings) -> Any:
     return get
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     db = Database(settings.db_path)
     keys = KeyStore(db)
     router = UpstreamRouter(settings)
@@ -94,7 +98,7 @@ def build_services(settings: Settings) -> Services:
     records = FactRecords(db)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
-    retriever = Retriever(records, index, embedder, sync)
+    retriever = Retriever(records, index, embedder, sync, metrics)
     account_config = AccountConfigService(AccountConfigStore(db))
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()
@@ -102,7 +106,9 @@ def build_services(settings: Settings) -> Services:
     litellm_chat = _litellm_factory(settings)
     jobs = JobStore(db)
     learn = settings.learning
-    completer = Completer(router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds)
+    completer = Completer(
+        router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds, metrics=metrics
+    )
     extractor = Extractor(
         records=records,
         retriever=retriever,
@@ -114,7 +120,7 @@ def build_services(settings: Settings) -> Services:
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,
     )
-    worker = Worker(jobs, extractor, learn)
+    worker = Worker(jobs, extractor, learn, metrics)
     chat_service = ChatService(
         router,
         passthrough,
@@ -124,6 +130,7 @@ def build_services(settings: Settings) -> Services:
         settings.memory.timeout_seconds,
         learning=worker,
         max_message_chars=learn.max_message_chars,
+        metrics=metrics,
     )
     return Services(
         settings=settings,
@@ -191,10 +198,12 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
+    app_metrics = Metrics()  # this app's own registry (never the process-global one)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, app_metrics)
+        app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
         check_bind(settings, services.keys)
         await services.passthrough.start()
         await asyncio.to_thread(services.warm)  # cold loads off the first request's path
@@ -215,7 +224,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app_metrics
+    )
+    app.state.metrics = app_metrics
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
+    for extra in (collections_router, metrics_router, ui_router):
+        app.include_router(extra)
     return app
