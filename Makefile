@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 # Debian's chromium for the profile inspector's browser test (tests/test_ui.py); idempotent.
 chromium:
-	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
 		|| echo "chromium could not be installed: tests/test_ui.py will skip"
 
 install: $(STAMP) chromium
