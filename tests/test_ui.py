@@ -37,13 +37,11 @@ ARGS = [
 ]
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="chromium is not installed (make install installs it)"
-)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (make install installs it with apt)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -305,3 +303,20 @@ def test_screenshot(page: Any, proxy: Proxy, upstream: FakeUpstream, tmp_path: P
         (ROOT / "docs").mkdir(exist_ok=True)
         page.set_viewport_size({"width": 1360, "height": 900})
         page.screenshot(path=str(ROOT / "docs" / "ui.png"))
+
+
+def test_page_and_assets_over_http(proxy: Proxy) -> None:
+    page = httpx.get(proxy.url + "/ui")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "http" not in page.text.replace(proxy.url, "")  # nothing from another origin
+    assert '<script src="/ui/static/app.js' in page.text
+    js = httpx.get(proxy.url + "/ui/static/app.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "innerHTML" not in js.text  # values go in as text only
+    assert httpx.get(proxy.url + "/ui/static/app.css").status_code == 200
+    for name in ("index.html", "..%2Fapi%2Fui.py", "nope.js"):
+        r = httpx.get(proxy.url + "/ui/static/" + name)
+        assert r.status_code == 404, name
+        assert r.json()["error"]["code"] == "unknown_url"
