@@ -27,7 +27,8 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 #: LogRecord attributes that are not "extra" fields.
 _STANDARD = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}  # uvicorn's ANSI-coloured copy of the message
 )
 _HANDLER_NAME = "profilo"
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from proxy.config import LearningSettings
 from proxy.errors import ProxyError
+from proxy.logging_setup import request_id_var
 from proxy.metrics import Metrics
 from proxy.models import Scope
 from proxy.services.extraction import Extractor
@@ -179,6 +180,7 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
 
     async def _run(self, job: Job) -> None:
+        request_id_var.set(job.id)  # this task's log lines carry the turn's request id
         self.stats.attempts += 1
         self._busy_scopes.add(job.scope.key)
         try:

@@ -17,7 +17,8 @@ from proxy.logging_setup import configure, unconfigure
 from proxy.store.db import Database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
-from tests.fakes.upstream import FakeUpstream
+from tests.fakes.upstream import FakeUpstream, error_reply
+from tests.test_extraction import FAST, Extraction
 
 SECRET_MESSAGE = "my secret diagnosis is zebra-pox-4471"
 SECRET_FACT = "allergic to quokka-milk-9931"
@@ -134,3 +135,28 @@ def test_text_format(make_proxy: Callable[..., Proxy], upstream: FakeUpstream) -
     assert any(
         f"[{rid}]" in line and "GET /healthz 200" in line for line in stream.getvalue().splitlines()
     )
+
+
+def test_worker_lines_carry_the_turns_request_id(
+    log_stream: io.StringIO, make_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    extraction = Extraction(upstream)
+    extraction.answers.append(error_reply(400, "the extraction model refused"))
+    proxy = make_proxy(learning={"run_worker": True, **FAST})
+    r = httpx.post(
+        proxy.base_url + "/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": SECRET_MESSAGE}],
+            "features": {"memory": True},
+            "collection_id": "fred",
+            "wait_for_learning_seconds": 20,
+        },
+        timeout=30,
+    )
+    assert r.headers["x-profilo-learning"] == "failed"
+    rid = r.headers["x-profilo-request-id"]
+    worker = [x for x in lines(log_stream) if x["logger"] == "profilo.worker"]
+    assert worker and all(x["request_id"] == rid for x in worker)
+    assert "not retryable" in worker[-1]["message"]
+    assert SECRET_MESSAGE not in log_stream.getvalue()
