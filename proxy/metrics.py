@@ -20,6 +20,9 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNMATCHED = "unmatched"  # the route label of requests no route matched (no raw paths: cardinality)
 
+#: Methods kept as label values; any other (clients may send any token) is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 #: Operation kinds of an applied extraction job (the worker's result counts).
 EXTRACTION_KINDS = ("added", "updated", "removed", "merged", "none")
 
@@ -61,6 +64,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._queue: _QueueCollector | None = None
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labelled children
         r = self.registry
         self.requests = Counter(
             "profilo_http_requests",
@@ -119,6 +123,20 @@ class Metrics:
             self.registry.unregister(self._queue)
         self._queue = _QueueCollector(jobs, outbox)
         self.registry.register(self._queue)
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request (children cached: ``labels()`` costs more than ``inc()``)."""
+        method = method if method in METHODS else "other"
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route, method),
+            )
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -113,8 +113,7 @@ class RequestContextMiddleware:
         raw path) and log one access line (no query string, no headers, no body)."""
         route = getattr(scope.get("route"), "path", None) or UNMATCHED
         method = str(scope.get("method", ""))
-        self.metrics.requests.labels(route, method, str(status)).inc()
-        self.metrics.request_seconds.labels(route, method).observe(seconds)
+        self.metrics.request(route, method, status, seconds)
         path = str(scope.get("path", ""))
         fields = {"method": method, "route": route, "path": path, "status": status}
         fields["duration_ms"] = round(seconds * 1000, 2)

@@ -258,3 +258,16 @@ def test_disabled(make_proxy: Callable[..., Proxy]) -> None:
     r = httpx.get(proxy.url + "/metrics")
     assert r.status_code == 404
     assert "metrics are disabled" in r.json()["error"]["message"]
+
+
+def test_unknown_methods_share_one_label(proxy: Proxy) -> None:
+    statuses = {httpx.request(m, proxy.url + "/healthz").status_code for m in ("PROPFIND", "PURGE")}
+    assert statuses == {405}
+    text, samples = scrape(proxy)
+    assert (
+        value(
+            samples, "profilo_http_requests_total", route="/healthz", method="other", status="405"
+        )
+        == 2
+    )
+    assert "PROPFIND" not in text and "PURGE" not in text  # only a fixed set of labels
