@@ -18,6 +18,7 @@ from proxy.api import (
     account,
     admin,
     chat,
+    collections,
     dialectic,
     facts,
     health,
@@ -26,7 +27,9 @@ from proxy.api import (
     openai_relay,
     profile,
     responses,
+    ui,
 )
+from proxy.api import metrics as metrics_api
 from proxy.api import reflexio as reflexio_api
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
@@ -36,6 +39,7 @@ from proxy.llm.litellm_embed import litellm_embeddings
 from proxy.llm.offline import prepare_offline_env
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
+from proxy.metrics import Metrics
 from proxy.middleware import RequestContextMiddleware
 from proxy.prompts import Prompts
 from proxy.services.account_config import AccountConfigService
@@ -95,7 +99,7 @@ def _litellm_factory(settings: Settings) -> Any:
     return get
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     db = Database(settings.db_path)
     keys = KeyStore(db)
     router = UpstreamRouter(settings)
@@ -111,7 +115,7 @@ def build_services(settings: Settings) -> Services:
     records = FactRecords(db)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
-    retriever = Retriever(records, index, embedder, sync)
+    retriever = Retriever(records, index, embedder, sync, metrics)
     account_config = AccountConfigService(AccountConfigStore(db))
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()
@@ -119,7 +123,9 @@ def build_services(settings: Settings) -> Services:
     litellm_chat = _litellm_factory(settings)
     jobs = JobStore(db)
     learn = settings.learning
-    completer = Completer(router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds)
+    completer = Completer(
+        router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds, metrics=metrics
+    )
     extractor = Extractor(
         records=records,
         retriever=retriever,
@@ -131,7 +137,7 @@ def build_services(settings: Settings) -> Services:
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,
     )
-    worker = Worker(jobs, extractor, learn)
+    worker = Worker(jobs, extractor, learn, metrics)
     chat_service = ChatService(
         router,
         passthrough,
@@ -141,6 +147,7 @@ def build_services(settings: Settings) -> Services:
         settings.memory.timeout_seconds,
         learning=worker,
         max_message_chars=learn.max_message_chars,
+        metrics=metrics,
     )
     started_at = time.time()
     responses_service = ResponsesService(
@@ -225,10 +232,12 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
+    app_metrics = Metrics()  # this app's own registry (never the process-global one)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, app_metrics)
+        app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
         check_bind(settings, services.keys)
         await services.passthrough.start()
         await asyncio.to_thread(services.warm)  # cold loads off the first request's path
@@ -249,10 +258,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app_metrics
+    )
+    app.state.metrics = app_metrics
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
-    for module in (responses, openai_relay):
+    for module in (responses, openai_relay, collections, metrics_api, ui):
         app.include_router(module.router)
     app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app

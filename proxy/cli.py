@@ -65,6 +65,9 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from proxy.app import check_bind, create_app
+    from proxy.logging_setup import configure
+
+    configure(settings.log_level, settings.log_format)  # JSON lines with the request id
 
     db = Database(settings.db_path)
     try:
@@ -78,6 +81,8 @@ def _serve(settings: Settings) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
+        log_config=None,  # uvicorn's records go through the handler configured above
+        access_log=False,  # the middleware logs each request (route, status, request id)
     )
     return 0
 

@@ -15,6 +15,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
+from proxy.metrics import Metrics
 from proxy.models import Account, Features, Scope
 from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
@@ -108,6 +109,7 @@ class ChatService:
         memory_timeout: float,
         learning: LearningQueue | None = None,
         max_message_chars: int = 8000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
@@ -117,6 +119,7 @@ class ChatService:
         self._memory_timeout = memory_timeout
         self._learning = learning
         self._max_message_chars = max_message_chars
+        self._metrics = metrics or Metrics()
 
     def features(self, account: Account, chat: ChatRequest) -> Features:
         """The account's default features, overridden by what the request set. ``learning``
@@ -151,10 +154,12 @@ class ChatService:
             if isinstance(exc, TimeoutError):
                 reason = f"memory lookup exceeded {self._memory_timeout}s"
             log.warning("memory skipped (fail open): %s", reason)
+            self._metrics.memory_errors.inc()
             headers["X-Profilo-Memory-Facts"] = "0"
             headers["X-Profilo-Memory-Error"] = _header_safe(reason)
             return None
         headers["X-Profilo-Memory-Facts"] = str(len(ctx.chosen))
+        self._metrics.memory_facts.observe(len(ctx.chosen))
         headers["X-Profilo-Memory-Tokens"] = str(ctx.tokens)
         return ctx
 
@@ -257,10 +262,12 @@ class ChatService:
         url = f"{route.api_base}/chat/completions"
         payload = orjson.dumps(body)
         if not chat.stream:
-            reply = await self._passthrough.request("POST", url, route.api_key, payload)
+            with self._metrics.upstream("chat", route.kind):
+                reply = await self._passthrough.request("POST", url, route.api_key, payload)
             return ChatOutcome(json=reply.body)
         cm = self._passthrough.stream(url, route.api_key, payload)
-        events = await cm.__aenter__()  # errors before the stream starts: a normal error reply
+        with self._metrics.upstream("chat", route.kind):
+            events = await cm.__aenter__()  # errors before the stream starts: a normal error reply
 
         async def relay() -> AsyncIterator[bytes]:
             try:
@@ -279,11 +286,12 @@ class ChatService:
         client = self._litellm_chat()
         request = {**body, "model": chat.model}
         if not chat.stream:
-            return ChatOutcome(
-                json=orjson.dumps(await client.complete(request, route.litellm_params))
-            )
+            with self._metrics.upstream("chat", route.kind):
+                answer = await client.complete(request, route.litellm_params)
+            return ChatOutcome(json=orjson.dumps(answer))
         chunks = client.stream(request, route.litellm_params)
-        first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
+        with self._metrics.upstream("chat", route.kind):
+            first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
 
         async def relay() -> AsyncIterator[bytes]:
             try:
