@@ -42,6 +42,7 @@ from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
+from proxy.store.lexical import LexicalIndex
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
 from proxy.worker import Worker
@@ -94,7 +95,10 @@ def build_services(settings: Settings) -> Services:
     records = FactRecords(db)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
-    retriever = Retriever(records, index, embedder, sync)
+    lexical = LexicalIndex(db)
+    if lexical.ensure():  # filled from the facts when missing or out of count
+        log.warning("lexical index rebuilt from the facts")
+    retriever = Retriever(records, index, embedder, sync, lexical, settings.retrieval)
     account_config = AccountConfigService(AccountConfigStore(db))
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()

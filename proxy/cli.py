@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+
+    index = sub.add_parser("index", help="manage the retrieval indexes")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    index_sub.add_parser("rebuild", help="rebuild the lexical (FTS5) index from the facts")
     return parser
 
 
@@ -54,6 +58,17 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"no active key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
+    finally:
+        db.close()
+    return 0
+
+
+def _index(settings: Settings, args: argparse.Namespace) -> int:
+    from proxy.store.lexical import LexicalIndex
+
+    db = Database(settings.db_path)
+    try:
+        print(f"lexical index rebuilt: {LexicalIndex(db).rebuild()} facts")
     finally:
         db.close()
     return 0
@@ -90,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, **overrides)
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "index":
+            return _index(settings, args)
         return _keys(settings, args)
     except ConfigError as exc:
         print(f"profilo: {exc}", file=sys.stderr)

@@ -1,21 +1,40 @@
 """The one retriever every path uses: profile search, delete by query, chat memory,
 the dialectic's lookup and extraction's nearest facts.
 
-Candidates come from the scope's Chroma collection; the facts themselves are read back from
-the records by id, so a result is never a stale or deleted value.
+Hybrid: candidates come from the scope's Chroma collection (cosine similarity of the query's
+embedding) and from the scope's lexical index (FTS5 BM25 over the query's informative words,
+``proxy/services/query_terms.py``). Over the union of both lists each fact gets
+
+    score = (semantic_weight * cosine + lexical_weight * bm25 / best_bm25) / (sum of weights)
+
+(a lexical-only candidate's cosine is computed from its stored vector; a semantic-only one has
+lexical 0), so scores stay in [-1, 1] and the API's ``threshold`` applies to this fused score.
+Words found in a large share of the scope's facts (typically the user's own name) carry little
+information: they are left out of the lexical query, and the query is embedded a second time
+without them and the two vectors averaged. With ``lexical_weight`` 0 (or no lexical index)
+this is cosine alone, as before.
+
+The facts themselves are read back from the records by id, so a result is never a stale or
+deleted value.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from proxy.config import RetrievalSettings
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
-from proxy.store.embedder import Embedder
+from proxy.services.query_terms import query_terms, without_words
+from proxy.store.embedder import Embedder, l2_normalize
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
+from proxy.store.lexical import LexicalIndex
 
 
 @dataclass(slots=True)
@@ -49,40 +68,119 @@ def matches_feature(fact: Fact, feature: str | dict[str, Any] | None) -> bool:
 
 class Retriever:
     def __init__(
-        self, records: FactRecords, index: FactIndex, embedder: Embedder, sync: IndexSync
+        self,
+        records: FactRecords,
+        index: FactIndex,
+        embedder: Embedder,
+        sync: IndexSync,
+        lexical: LexicalIndex | None = None,
+        settings: RetrievalSettings | None = None,
     ) -> None:
         self._records = records
         self._index = index
         self._embedder = embedder
         self._sync = sync
+        self._lexical = lexical
+        self._settings = settings or RetrievalSettings()
+
+    @property
+    def hybrid(self) -> bool:
+        return self._lexical is not None and self._settings.lexical_weight > 0
 
     def embed_query(self, query: str) -> Any:
         return self._embedder.embed([query])[0]
 
     def search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         self._sync.flush(scope)  # read-after-write: apply anything still pending first
-        return self.search_vector(scope, self.embed_query(query), opts)
+        if not self.hybrid:
+            return self.search_vector(scope, self.embed_query(query), opts)
+        terms = query_terms(query)
+        common = self.common_terms(scope, terms)
+        vector = self._query_vector(query, common)
+        n = self._pool(opts)
+        semantic = self._index.query(scope, vector, n, self._where(opts))
+        assert self._lexical is not None
+        lexical = self._lexical.search(scope, [t for t in terms if t not in common], n)
+        return self._hits(scope, self._fuse(scope, vector, semantic, lexical), opts)
 
-    def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
+    def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
+        """The terms found in at least ``common_term_share`` of the scope's facts."""
+        rules = self._settings
+        if not terms or self._lexical is None:
+            return set()
+        total = self._lexical.count(scope)
+        if total < rules.common_term_min_facts:
+            return set()
+        cap = max(1, math.ceil(rules.common_term_share * total))
+        return {t for t in terms if self._lexical.frequency(scope, t, cap) >= cap}
+
+    def _query_vector(self, query: str, common: set[str]) -> Any:
+        rest = without_words(query, common) if common else ""
+        if not (rest.strip() and self._settings.reembed_without_common):
+            return self.embed_query(query)
+        both = self._embedder.embed([query, rest])
+        return l2_normalize(both.sum(axis=0, keepdims=True))[0]
+
+    def _fuse(
+        self,
+        scope: Scope,
+        vector: Any,
+        semantic: list[tuple[str, float]],
+        lexical: list[tuple[str, float]],
+    ) -> list[tuple[str, float]]:
+        cosine = dict(semantic)
+        missing = [i for i, _ in lexical if i not in cosine]
+        if missing:
+            query = np.asarray(vector, dtype=np.float32)
+            for fact_id, stored in self._index.vectors(scope, missing).items():
+                cosine[fact_id] = float(np.dot(stored, query))
+        best = max((s for _, s in lexical), default=0.0)
+        k = self._settings.lexical_saturation
+        if k > 0:
+            lex = {i: s / (s + k) for i, s in lexical}
+        else:
+            lex = {i: s / best for i, s in lexical} if best > 0 else {}
+        ws, wl = self._settings.semantic_weight, self._settings.lexical_weight
+        fused = {
+            i: (ws * cosine.get(i, 0.0) + wl * lex.get(i, 0.0)) / (ws + wl)
+            for i in dict.fromkeys([*cosine, *lex])
+        }
+        return sorted(fused.items(), key=lambda item: item[1], reverse=True)
+
+    def _pool(self, opts: SearchOptions) -> int:
+        post_filtered = opts.custom_feature is not None or opts.min_confidence is not None
+        return max(opts.top_k * (8 if post_filtered else 2), self._settings.candidates)
+
+    @staticmethod
+    def _where(opts: SearchOptions) -> dict[str, Any] | None:
         where: dict[str, Any] = {}
         if opts.kind is not None:
             where["kind"] = opts.kind
         if opts.source is not None:
             where["source"] = opts.source
-        chroma_where: dict[str, Any] | None
         if len(where) > 1:
-            chroma_where = {"$and": [{k: v} for k, v in where.items()]}
-        else:
-            chroma_where = where or None
-        post_filtered = opts.custom_feature is not None or opts.min_confidence is not None
-        n = max(opts.top_k * (8 if post_filtered else 2), 32)
-        candidates = self._index.query(scope, vector, n, chroma_where)
+            return {"$and": [{k: v} for k, v in where.items()]}
+        return where or None
+
+    def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
+        """Cosine alone: the scope's nearest facts to ``vector``."""
+        candidates = self._index.query(scope, vector, self._pool(opts), self._where(opts))
+        return self._hits(scope, candidates, opts)
+
+    def _hits(
+        self, scope: Scope, candidates: list[tuple[str, float]], opts: SearchOptions
+    ) -> list[Hit]:
+        """The facts of ``candidates`` (best first) that pass the options, read back."""
         candidates = [(i, s) for i, s in candidates if s >= opts.threshold]
         facts = self._records.by_ids(scope, [i for i, _ in candidates], now=time.time())
         hits: list[Hit] = []
         for fact_id, score in candidates:
             fact = facts.get(fact_id)
             if fact is None or not matches_feature(fact, opts.custom_feature):
+                continue
+            if opts.kind is not None and fact.kind != opts.kind:
+                continue
+            if opts.source is not None and fact.source != opts.source:
                 continue
             if opts.min_confidence is not None and fact.confidence < opts.min_confidence:
                 continue
