@@ -75,9 +75,7 @@ def loaded(data: dict[str, Any], settings: Settings | None = None) -> Iterator[S
         settings = settings.model_copy(update={"data_dir": Path(tmp)})
         db = Database(settings.db_path)
         embedder = CachedEmbedder(
-            build_embedder(
-                settings.embedding, settings.embedding.cache_dir or Path(tmp) / "models"
-            )
+            build_embedder(settings.embedding, settings.embedding.cache_dir or Path(tmp) / "models")
         )
         index = FactIndex(settings.store, settings.chroma_path)
         records = FactRecords(db)
@@ -91,10 +89,16 @@ def loaded(data: dict[str, Any], settings: Settings | None = None) -> Iterator[S
                 for f in user["facts"]:
                     tx.add(
                         Fact(
-                            id=f["id"], account=ACCOUNT, collection_id=user["user"],
-                            key=f["key"], value=f["value"], created_at=now, updated_at=now,
-                            valid_from=now, source="eval",
-                        )  # fmt: skip
+                            id=f["id"],
+                            account=ACCOUNT,
+                            collection_id=user["user"],
+                            key=f["key"],
+                            value=f["value"],
+                            created_at=now,
+                            updated_at=now,
+                            valid_from=now,
+                            source="eval",
+                        )
                     )
             sync.flush(scope)
         try:
@@ -130,8 +134,11 @@ def evaluate(retriever: Retriever, questions: Sequence[dict[str, Any]]) -> dict[
 
 def _table(cosine: dict[str, Any], hybrid: dict[str, Any]) -> list[str]:
     head = f"{'questions':<16}{'n':>5}  {'recall@5':>17}  {'recall@10':>17}  {'MRR':>17}"
-    lines = [head, f"{'':<21}  {'cosine  hybrid':>17}  {'cosine  hybrid':>17}  {'cosine  hybrid':>17}"]
-    order = ["all"] + sorted(k for k in cosine if k != "all")
+    lines = [
+        head,
+        f"{'':<21}  {'cosine  hybrid':>17}  {'cosine  hybrid':>17}  {'cosine  hybrid':>17}",
+    ]
+    order = ["all", *sorted(k for k in cosine if k != "all")]
     for name in order:
         c, h = cosine[name], hybrid[name]
         cells = "  ".join(f"{c[m]:>8.3f} {h[m]:>7.3f}" for m in ("recall@5", "recall@10", "mrr"))
@@ -142,9 +149,10 @@ def _table(cosine: dict[str, Any], hybrid: dict[str, Any]) -> list[str]:
 
 
 GRID = [
-    {"semantic_weight": ws, "lexical_weight": wl, "lexical_saturation": k}
-    for ws, wl in ((1.0, 1e-9), (0.95, 0.05), (0.9, 0.1), (0.8, 0.2), (0.6, 0.4))
-    for k in (0.0, 5.0, 10.0)
+    {"semantic_weight": ws, "lexical_weight": wl, "lexical_saturation": k, "common_words": cw}
+    for ws, wl, k in ((1.0, 1e-9, 10.0), (0.9, 0.1, 10.0), (0.8, 0.2, 10.0), (0.8, 0.2, 0.0),
+                      (0.6, 0.4, 10.0), (0.6, 0.4, 0.0))
+    for cw in ("average", "drop", "keep")
 ]  # fmt: skip
 
 
@@ -157,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_set(users=args.users)
     hybrid_settings = Settings().retrieval  # the defaults shipped (configs/default.yaml)
     facts = sum(len(u["facts"]) for u in data["users"])
-    print(f"eval set: {len(data['users'])} users, {facts} facts, {len(data['questions'])} questions")
+    print(
+        f"eval set: {len(data['users'])} users, {facts} facts, {len(data['questions'])} questions"
+    )
     print(f"hybrid settings: {hybrid_settings.model_dump()}")
     with loaded(data) as stack:
         cosine = evaluate(stack.retriever(None), data["questions"])
@@ -170,9 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings = hybrid_settings.model_copy(update=point)
                 got = evaluate(stack.retriever(settings), data["questions"])["all"]
                 result["grid"].append({"settings": point, **got})
-                print(
-                    f"  {point}: {got['recall@5']:.3f} {got['recall@10']:.3f} {got['mrr']:.3f}"
-                )
+                print(f"  {point}: {got['recall@5']:.3f} {got['recall@10']:.3f} {got['mrr']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the templates are data: one fact and its questions per line)
 """Generates ``bench/eval/retrieval_set.json``: the retrieval evaluation set (deterministic).
 
     python -m bench.eval.make_set        # rewrites the JSON file (same content every time)
@@ -222,9 +223,13 @@ def build(seed: int = SEED, users: int = 8, fillers: int = 160) -> dict[str, Any
             lead = f"{name} " if rng.random() < 0.5 else ""
             if rng.random() < 0.5:
                 event = rng.choice(FILLER_EVENTS).format(
-                    p=rng.choice(PEOPLE), city=rng.choice(CITIES), team=rng.choice(TEAMS),
-                    gadget=rng.choice(GADGETS), cuisine=rng.choice(CUISINES),
-                    trip=rng.choice(TRIPS), sport=rng.choice(SPORTS),
+                    p=rng.choice(PEOPLE),
+                    city=rng.choice(CITIES),
+                    team=rng.choice(TEAMS),
+                    gadget=rng.choice(GADGETS),
+                    cuisine=rng.choice(CUISINES),
+                    trip=rng.choice(TRIPS),
+                    sport=rng.choice(SPORTS),
                 )
                 value = f"{lead}{event[0].lower() + event[1:]}" if lead else event
             else:

@@ -31,10 +31,16 @@ STOPWORDS = frozenset(
 )
 
 
+#: Most words taken from one query (a long text, e.g. a whole turn, keeps its first ones).
+MAX_TERMS = 32
+
+
 def query_terms(query: str) -> list[str]:
-    """The query's informative words, lower-cased, in order, each once."""
+    """The query's informative words, lower-cased, in order, each once (at most MAX_TERMS)."""
     out: dict[str, None] = {}
     for match in _WORD.finditer(query.lower()):
+        if len(out) == MAX_TERMS:
+            break
         word = match.group(0)
         if word in STOPWORDS:
             continue

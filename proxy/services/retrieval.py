@@ -10,8 +10,9 @@ embedding) and from the scope's lexical index (FTS5 BM25 over the query's inform
 (a lexical-only candidate's cosine is computed from its stored vector; a semantic-only one has
 lexical 0), so scores stay in [-1, 1] and the API's ``threshold`` applies to this fused score.
 Words found in a large share of the scope's facts (typically the user's own name) carry little
-information: they are left out of the lexical query, and the query is embedded a second time
-without them and the two vectors averaged. With ``lexical_weight`` 0 (or no lexical index)
+information: they are left out of the lexical query, and (``common_words``) the query is
+embedded a second time without them and the two vectors averaged (``average``), or embedded
+without them only (``drop``), or as is (``keep``). With ``lexical_weight`` 0 (or no lexical index)
 this is cosine alone, as before.
 
 The facts themselves are read back from the records by id, so a result is never a stale or
@@ -66,6 +67,11 @@ def matches_feature(fact: Fact, feature: str | dict[str, Any] | None) -> bool:
     return key in fact.metadata and str(fact.metadata[key]) == value
 
 
+def _post_filtered(opts: SearchOptions) -> bool:
+    """Options checked on the fact rows (not in the index): more candidates are needed."""
+    return opts.custom_feature is not None or opts.min_confidence is not None
+
+
 class Retriever:
     def __init__(
         self,
@@ -101,7 +107,7 @@ class Retriever:
         semantic = self._index.query(scope, vector, n, self._where(opts))
         assert self._lexical is not None
         lexical = self._lexical.search(scope, [t for t in terms if t not in common], n)
-        return self._hits(scope, self._fuse(scope, vector, semantic, lexical), opts)
+        return self._hits(scope, self._fuse(scope, vector, semantic, lexical, opts), opts)
 
     def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
         """The terms found in at least ``common_term_share`` of the scope's facts."""
@@ -115,9 +121,12 @@ class Retriever:
         return {t for t in terms if self._lexical.frequency(scope, t, cap) >= cap}
 
     def _query_vector(self, query: str, common: set[str]) -> Any:
-        rest = without_words(query, common) if common else ""
-        if not (rest.strip() and self._settings.reembed_without_common):
+        mode = self._settings.common_words
+        rest = without_words(query, common) if common and mode != "keep" else ""
+        if not rest.strip():
             return self.embed_query(query)
+        if mode == "drop":
+            return self.embed_query(rest)
         both = self._embedder.embed([query, rest])
         return l2_normalize(both.sum(axis=0, keepdims=True))[0]
 
@@ -127,29 +136,37 @@ class Retriever:
         vector: Any,
         semantic: list[tuple[str, float]],
         lexical: list[tuple[str, float]],
+        opts: SearchOptions,
     ) -> list[tuple[str, float]]:
-        cosine = dict(semantic)
-        missing = [i for i, _ in lexical if i not in cosine]
-        if missing:
-            query = np.asarray(vector, dtype=np.float32)
-            for fact_id, stored in self._index.vectors(scope, missing).items():
-                cosine[fact_id] = float(np.dot(stored, query))
-        best = max((s for _, s in lexical), default=0.0)
-        k = self._settings.lexical_saturation
-        if k > 0:
-            lex = {i: s / (s + k) for i, s in lexical}
-        else:
-            lex = {i: s / best for i, s in lexical} if best > 0 else {}
         ws, wl = self._settings.semantic_weight, self._settings.lexical_weight
-        fused = {
-            i: (ws * cosine.get(i, 0.0) + wl * lex.get(i, 0.0)) / (ws + wl)
-            for i in dict.fromkeys([*cosine, *lex])
-        }
+        lex = self._lexical_scores(lexical)
+        cosine = dict(semantic)
+        fused = {i: (ws * c + wl * lex.get(i, 0.0)) / (ws + wl) for i, c in semantic}
+        others = [i for i in lex if i not in cosine]
+        if others and len(semantic) >= self._pool(opts):
+            # A fact missing from a full semantic list has a cosine under its last one: skip
+            # those that could not reach the results even with that cosine.
+            floor = semantic[-1][1]
+            need = opts.top_k * (8 if _post_filtered(opts) else 1)
+            ranked = sorted(fused.values(), reverse=True)
+            bar = max(opts.threshold, ranked[need - 1] if len(ranked) >= need else -1.0)
+            others = [i for i in others if (ws * floor + wl * lex[i]) / (ws + wl) >= bar]
+        if others:
+            query = np.asarray(vector, dtype=np.float32)
+            for fact_id, stored in self._index.vectors(scope, others).items():
+                fused[fact_id] = (ws * float(np.dot(stored, query)) + wl * lex[fact_id]) / (ws + wl)
         return sorted(fused.items(), key=lambda item: item[1], reverse=True)
 
+    def _lexical_scores(self, lexical: list[tuple[str, float]]) -> dict[str, float]:
+        """BM25 scores mapped to [0, 1]: saturated (s / (s + k)), or relative to the best."""
+        k = self._settings.lexical_saturation
+        if k > 0:
+            return {i: s / (s + k) for i, s in lexical}
+        best = max((s for _, s in lexical), default=0.0)
+        return {i: s / best for i, s in lexical} if best > 0 else {}
+
     def _pool(self, opts: SearchOptions) -> int:
-        post_filtered = opts.custom_feature is not None or opts.min_confidence is not None
-        return max(opts.top_k * (8 if post_filtered else 2), self._settings.candidates)
+        return max(opts.top_k * (8 if _post_filtered(opts) else 2), self._settings.candidates)
 
     @staticmethod
     def _where(opts: SearchOptions) -> dict[str, Any] | None:

@@ -152,15 +152,22 @@ MIGRATIONS: dict[int, str] = {
         text, scope_key, fact_id UNINDEXED,
         tokenize = 'porter unicode61 remove_diacritics 2'
     );
+    CREATE TABLE IF NOT EXISTS facts_fts_counts (
+        scope_key TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
     CREATE TRIGGER IF NOT EXISTS facts_fts_insert AFTER INSERT ON facts BEGIN
         INSERT INTO facts_fts (rowid, text, scope_key, fact_id)
         VALUES (new.rowid, replace(new.key, '_', ' ') || ': ' || new.value,
                 new.scope_key, new.id);
+        INSERT INTO facts_fts_counts (scope_key, n) VALUES (new.scope_key, 1)
+            ON CONFLICT (scope_key) DO UPDATE SET n = n + 1;
     END;
     CREATE TRIGGER IF NOT EXISTS facts_fts_delete AFTER DELETE ON facts BEGIN
         DELETE FROM facts_fts WHERE rowid = old.rowid;
+        UPDATE facts_fts_counts SET n = n - 1 WHERE scope_key = old.scope_key;
     END;
-    CREATE TRIGGER IF NOT EXISTS facts_fts_update AFTER UPDATE OF key, value, scope_key, id
+    CREATE TRIGGER IF NOT EXISTS facts_fts_update AFTER UPDATE OF key, value, id
     ON facts BEGIN
         DELETE FROM facts_fts WHERE rowid = old.rowid;
         INSERT INTO facts_fts (rowid, text, scope_key, fact_id)

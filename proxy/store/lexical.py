@@ -17,16 +17,25 @@ another scope's rows.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from proxy.models import Scope
 from proxy.store.db import MIGRATIONS, Database, _split
 
 _MIGRATION = 6
-_OBJECTS = ("facts_fts", "facts_fts_insert", "facts_fts_delete", "facts_fts_update")
+_OBJECTS = (
+    "facts_fts",
+    "facts_fts_counts",
+    "facts_fts_insert",
+    "facts_fts_delete",
+    "facts_fts_update",
+)
 _FILL = (
     "INSERT INTO facts_fts (rowid, text, scope_key, fact_id) "
-    "SELECT rowid, replace(key, '_', ' ') || ': ' || value, scope_key, id FROM facts"
+    "SELECT rowid, replace(key, '_', ' ') || ': ' || value, scope_key, id FROM facts",
+    "INSERT INTO facts_fts_counts (scope_key, n) SELECT scope_key, count(*) FROM facts "
+    "GROUP BY scope_key",
 )
 #: BM25 weights per column: the text only (the scope key and id only select rows).
 _BM25 = "bm25(facts_fts, 1.0, 0.0, 0.0)"
@@ -69,12 +78,12 @@ class LexicalIndex:
         return int(row[0])
 
     def count(self, scope: Scope) -> int:
+        """The scope's indexed facts (a counter the triggers keep: no scan)."""
         with self._db.read() as conn:
             row = conn.execute(
-                "SELECT count(*) FROM facts_fts WHERE facts_fts MATCH ? AND scope_key = ?",
-                (f"scope_key : {_quote(scope.key)}", scope.key),
+                "SELECT n FROM facts_fts_counts WHERE scope_key = ?", (scope.key,)
             ).fetchone()
-        return int(row[0])
+        return int(row[0]) if row else 0
 
     # -- upkeep ------------------------------------------------------------------------------
     def ensure(self) -> bool:
@@ -83,7 +92,7 @@ class LexicalIndex:
             present = {
                 row[0]
                 for row in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?, ?)", _OBJECTS
+                    "SELECT name FROM sqlite_master WHERE name IN (?, ?, ?, ?, ?)", _OBJECTS
                 )
             }
             missing = set(_OBJECTS) - present
@@ -92,7 +101,8 @@ class LexicalIndex:
                     conn.execute(statement)
             facts = conn.execute("SELECT count(*) FROM facts").fetchone()[0]
             rows = conn.execute("SELECT count(*) FROM facts_fts").fetchone()[0]
-            if not missing and facts == rows:
+            counted = conn.execute("SELECT coalesce(sum(n), 0) FROM facts_fts_counts").fetchone()
+            if not missing and facts == rows == counted[0]:
                 return False
             self._fill(conn)
             return True
@@ -105,10 +115,9 @@ class LexicalIndex:
             return self._fill(conn)
 
     @staticmethod
-    def _fill(conn: object) -> int:
-        import sqlite3
-
-        assert isinstance(conn, sqlite3.Connection)
+    def _fill(conn: sqlite3.Connection) -> int:
         conn.execute("DELETE FROM facts_fts")
-        conn.execute(_FILL)
+        conn.execute("DELETE FROM facts_fts_counts")
+        for statement in _FILL:
+            conn.execute(statement)
         return int(conn.execute("SELECT count(*) FROM facts_fts").fetchone()[0])
