@@ -212,6 +212,7 @@ def create_app(settings: Settings) -> FastAPI:
             retry.cancel()
             await services.learning.stop()
             await services.passthrough.close()
+            services.retriever.close()
             services.index.close()
             services.db.close()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,10 @@ class Retriever:
         self._sync = sync
         self._lexical = lexical
         self._settings = settings or RetrievalSettings()
+        self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
+
+    def close(self) -> None:
+        self._pool_threads.shutdown(wait=True)
 
     @property
     def hybrid(self) -> bool:
@@ -100,13 +105,17 @@ class Retriever:
         self._sync.flush(scope)  # read-after-write: apply anything still pending first
         if not self.hybrid:
             return self.search_vector(scope, self.embed_query(query), opts)
+        assert self._lexical is not None
         terms = query_terms(query)
         common = self.common_terms(scope, terms)
-        vector = self._query_vector(query, common)
         n = self._pool(opts)
+        # The keyword query runs on a helper thread while this one embeds the query and asks
+        # Chroma (both SQLite and onnxruntime release the GIL): its cost hides behind theirs.
+        keywords = [t for t in terms if t not in common]
+        pending = self._pool_threads.submit(self._lexical.search, scope, keywords, n)
+        vector = self._query_vector(query, common)
         semantic = self._index.query(scope, vector, n, self._where(opts))
-        assert self._lexical is not None
-        lexical = self._lexical.search(scope, [t for t in terms if t not in common], n)
+        lexical = pending.result()
         return self._hits(scope, self._fuse(scope, vector, semantic, lexical, opts), opts)
 
     def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
