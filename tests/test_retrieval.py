@@ -13,7 +13,6 @@ import httpx
 
 from bench.eval_retrieval import SET, evaluate, load_set, loaded
 from proxy.config import Settings
-from proxy.services.query_terms import query_terms, without_words
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream
 
@@ -86,17 +85,6 @@ def test_the_threshold_applies_to_the_fused_score(
     cut = (scores[0] + scores[1]) / 2
     got = HTTP.post(proxy.base_url + "/profile/search", json={**body, "threshold": cut})
     assert [f["key"] for f in got.json()["facts"]] == [ranked[0]["key"]]
-
-
-def test_query_terms_drop_stopwords_and_possessives() -> None:
-    assert query_terms("What's Priya's favourite café in Lisbon? Does she like it?") == [
-        "priya",
-        "favourite",
-        "café",
-        "lisbon",
-    ]
-    assert query_terms("what is it about?") == []
-    assert without_words("What did Priya's sister say?", {"priya"}) == "What did sister say"
 
 
 def test_hybrid_is_at_least_as_good_as_cosine_on_an_eval_subset() -> None:
