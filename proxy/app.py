@@ -62,6 +62,7 @@ from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
+from proxy.store.lexical import LexicalIndex
 from proxy.store.responses import ResponseStore
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
@@ -115,7 +116,10 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     records = FactRecords(db)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
-    retriever = Retriever(records, index, embedder, sync, metrics)
+    lexical = LexicalIndex(db)
+    if lexical.ensure():  # filled from the facts when missing or out of count
+        log.warning("lexical index rebuilt from the facts")
+    retriever = Retriever(records, index, embedder, sync, lexical, settings.retrieval, metrics)
     account_config = AccountConfigService(AccountConfigStore(db))
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()
@@ -251,6 +255,7 @@ def create_app(settings: Settings) -> FastAPI:
             retry.cancel()
             await services.learning.stop()
             await services.passthrough.close()
+            services.retriever.close()
             services.index.close()
             services.db.close()
 

@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     cli_profile.add_parsers(sub)  # profile show|search|export|import|delete, jobs
+
+    index = sub.add_parser("index", help="manage the retrieval indexes")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    index_sub.add_parser("rebuild", help="rebuild the lexical (FTS5) index from the facts")
     return parser
 
 
@@ -56,6 +60,17 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"no active key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
+    finally:
+        db.close()
+    return 0
+
+
+def _index(settings: Settings, args: argparse.Namespace) -> int:
+    from proxy.store.lexical import LexicalIndex
+
+    db = Database(settings.db_path)
+    try:
+        print(f"lexical index rebuilt: {LexicalIndex(db).rebuild()} facts")
     finally:
         db.close()
     return 0
@@ -101,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_profile.run_profile(settings, args)
         if args.command == "jobs":
             return cli_profile.run_jobs(settings, args)
+        if args.command == "index":
+            return _index(settings, args)
         return _keys(settings, args)
     except ConfigError as exc:
         print(f"profilo: {exc}", file=sys.stderr)

@@ -1,22 +1,43 @@
 """The one retriever every path uses: profile search, delete by query, chat memory,
 the dialectic's lookup and extraction's nearest facts.
 
-Candidates come from the scope's Chroma collection; the facts themselves are read back from
-the records by id, so a result is never a stale or deleted value.
+Hybrid: candidates come from the scope's Chroma collection (cosine similarity of the query's
+embedding) and from the scope's lexical index (FTS5 BM25 over the query's informative words,
+``proxy/services/query_terms.py``). Over the union of both lists each fact gets
+
+    score = (semantic_weight * cosine + lexical_weight * bm25 / best_bm25) / (sum of weights)
+
+(a lexical-only candidate's cosine is computed from its stored vector; a semantic-only one has
+lexical 0), so scores stay in [-1, 1] and the API's ``threshold`` applies to this fused score.
+Words found in a large share of the scope's facts (typically the user's own name) carry little
+information: they are left out of the lexical query, and (``common_words``) the query is
+embedded a second time without them and the two vectors averaged (``average``), or embedded
+without them only (``drop``), or as is (``keep``). With ``lexical_weight`` 0 (or no lexical index)
+this is cosine alone, as before.
+
+The facts themselves are read back from the records by id, so a result is never a stale or
+deleted value.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from proxy.config import RetrievalSettings
 from proxy.metrics import Metrics
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
-from proxy.store.embedder import Embedder
+from proxy.services.query_terms import query_terms, without_words
+from proxy.store.embedder import Embedder, l2_normalize
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
+from proxy.store.lexical import LexicalIndex
 
 
 @dataclass(slots=True)
@@ -48,6 +69,11 @@ def matches_feature(fact: Fact, feature: str | dict[str, Any] | None) -> bool:
     return key in fact.metadata and str(fact.metadata[key]) == value
 
 
+def _post_filtered(opts: SearchOptions) -> bool:
+    """Options checked on the fact rows (not in the index): more candidates are needed."""
+    return opts.custom_feature is not None or opts.min_confidence is not None
+
+
 class Retriever:
     def __init__(
         self,
@@ -55,6 +81,8 @@ class Retriever:
         index: FactIndex,
         embedder: Embedder,
         sync: IndexSync,
+        lexical: LexicalIndex | None = None,
+        settings: RetrievalSettings | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self._records = records
@@ -62,35 +90,130 @@ class Retriever:
         self._embedder = embedder
         self._sync = sync
         self._metrics = metrics or Metrics()
+        self._lexical = lexical
+        self._settings = settings or RetrievalSettings()
+        self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
+
+    def close(self) -> None:
+        self._pool_threads.shutdown(wait=True)
+
+    @property
+    def hybrid(self) -> bool:
+        return self._lexical is not None and self._settings.lexical_weight > 0
 
     def embed_query(self, query: str) -> Any:
         return self._embedder.embed([query])[0]
 
     def search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         with self._metrics.retrieval_seconds.time():
-            self._sync.flush(scope)  # read-after-write: apply anything still pending first
-            return self.search_vector(scope, self.embed_query(query), opts)
+            return self._search(scope, query, opts)
 
-    def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
+    def _search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
+        self._sync.flush(scope)  # read-after-write: apply anything still pending first
+        if not self.hybrid:
+            return self.search_vector(scope, self.embed_query(query), opts)
+        assert self._lexical is not None
+        terms = query_terms(query)
+        common = self.common_terms(scope, terms)
+        n = self._pool(opts)
+        # The keyword query runs on a helper thread while this one embeds the query and asks
+        # Chroma (both SQLite and onnxruntime release the GIL): its cost hides behind theirs.
+        keywords = [t for t in terms if t not in common]
+        pending = self._pool_threads.submit(self._lexical.search, scope, keywords, n)
+        vector = self._query_vector(query, common)
+        semantic = self._index.query(scope, vector, n, self._where(opts))
+        lexical = pending.result()
+        return self._hits(scope, self._fuse(scope, vector, semantic, lexical, opts), opts)
+
+    def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
+        """The terms found in at least ``common_term_share`` of the scope's facts."""
+        rules = self._settings
+        if not terms or self._lexical is None:
+            return set()
+        total = self._lexical.count(scope)
+        if total < rules.common_term_min_facts:
+            return set()
+        cap = max(1, math.ceil(rules.common_term_share * total))
+        return {t for t in terms if self._lexical.frequency(scope, t, cap) >= cap}
+
+    def _query_vector(self, query: str, common: set[str]) -> Any:
+        mode = self._settings.common_words
+        rest = without_words(query, common) if common and mode != "keep" else ""
+        if not rest.strip():
+            return self.embed_query(query)
+        if mode == "drop":
+            return self.embed_query(rest)
+        both = self._embedder.embed([query, rest])
+        return l2_normalize(both.sum(axis=0, keepdims=True))[0]
+
+    def _fuse(
+        self,
+        scope: Scope,
+        vector: Any,
+        semantic: list[tuple[str, float]],
+        lexical: list[tuple[str, float]],
+        opts: SearchOptions,
+    ) -> list[tuple[str, float]]:
+        ws, wl = self._settings.semantic_weight, self._settings.lexical_weight
+        lex = self._lexical_scores(lexical)
+        cosine = dict(semantic)
+        fused = {i: (ws * c + wl * lex.get(i, 0.0)) / (ws + wl) for i, c in semantic}
+        others = [i for i in lex if i not in cosine]
+        if others and len(semantic) >= self._pool(opts):
+            # A fact missing from a full semantic list has a cosine under its last one: skip
+            # those that could not reach the results even with that cosine.
+            floor = semantic[-1][1]
+            need = opts.top_k * (8 if _post_filtered(opts) else 1)
+            ranked = sorted(fused.values(), reverse=True)
+            bar = max(opts.threshold, ranked[need - 1] if len(ranked) >= need else -1.0)
+            others = [i for i in others if (ws * floor + wl * lex[i]) / (ws + wl) >= bar]
+        if others:
+            query = np.asarray(vector, dtype=np.float32)
+            for fact_id, stored in self._index.vectors(scope, others).items():
+                fused[fact_id] = (ws * float(np.dot(stored, query)) + wl * lex[fact_id]) / (ws + wl)
+        return sorted(fused.items(), key=lambda item: item[1], reverse=True)
+
+    def _lexical_scores(self, lexical: list[tuple[str, float]]) -> dict[str, float]:
+        """BM25 scores mapped to [0, 1]: saturated (s / (s + k)), or relative to the best."""
+        k = self._settings.lexical_saturation
+        if k > 0:
+            return {i: s / (s + k) for i, s in lexical}
+        best = max((s for _, s in lexical), default=0.0)
+        return {i: s / best for i, s in lexical} if best > 0 else {}
+
+    def _pool(self, opts: SearchOptions) -> int:
+        return max(opts.top_k * (8 if _post_filtered(opts) else 2), self._settings.candidates)
+
+    @staticmethod
+    def _where(opts: SearchOptions) -> dict[str, Any] | None:
         where: dict[str, Any] = {}
         if opts.kind is not None:
             where["kind"] = opts.kind
         if opts.source is not None:
             where["source"] = opts.source
-        chroma_where: dict[str, Any] | None
         if len(where) > 1:
-            chroma_where = {"$and": [{k: v} for k, v in where.items()]}
-        else:
-            chroma_where = where or None
-        post_filtered = opts.custom_feature is not None or opts.min_confidence is not None
-        n = max(opts.top_k * (8 if post_filtered else 2), 32)
-        candidates = self._index.query(scope, vector, n, chroma_where)
+            return {"$and": [{k: v} for k, v in where.items()]}
+        return where or None
+
+    def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
+        """Cosine alone: the scope's nearest facts to ``vector``."""
+        candidates = self._index.query(scope, vector, self._pool(opts), self._where(opts))
+        return self._hits(scope, candidates, opts)
+
+    def _hits(
+        self, scope: Scope, candidates: list[tuple[str, float]], opts: SearchOptions
+    ) -> list[Hit]:
+        """The facts of ``candidates`` (best first) that pass the options, read back."""
         candidates = [(i, s) for i, s in candidates if s >= opts.threshold]
         facts = self._records.by_ids(scope, [i for i, _ in candidates], now=time.time())
         hits: list[Hit] = []
         for fact_id, score in candidates:
             fact = facts.get(fact_id)
             if fact is None or not matches_feature(fact, opts.custom_feature):
+                continue
+            if opts.kind is not None and fact.kind != opts.kind:
+                continue
+            if opts.source is not None and fact.source != opts.source:
                 continue
             if opts.min_confidence is not None and fact.confidence < opts.min_confidence:
                 continue

@@ -144,6 +144,37 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS facts_scope_static
         ON facts(scope_key, kind, confidence DESC);
     """,
+    # The lexical index (FTS5, BM25) over each fact's text, kept in step with ``facts`` by
+    # triggers: in the same transaction as the write. Filled from the facts at start-up
+    # (``LexicalIndex.ensure``), which also rebuilds it when missing or out of count.
+    6: """
+    CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
+        text, scope_key, fact_id UNINDEXED,
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    CREATE TABLE IF NOT EXISTS facts_fts_counts (
+        scope_key TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
+    CREATE TRIGGER IF NOT EXISTS facts_fts_insert AFTER INSERT ON facts BEGIN
+        INSERT INTO facts_fts (rowid, text, scope_key, fact_id)
+        VALUES (new.rowid, replace(new.key, '_', ' ') || ': ' || new.value,
+                new.scope_key, new.id);
+        INSERT INTO facts_fts_counts (scope_key, n) VALUES (new.scope_key, 1)
+            ON CONFLICT (scope_key) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER IF NOT EXISTS facts_fts_delete AFTER DELETE ON facts BEGIN
+        DELETE FROM facts_fts WHERE rowid = old.rowid;
+        UPDATE facts_fts_counts SET n = n - 1 WHERE scope_key = old.scope_key;
+    END;
+    CREATE TRIGGER IF NOT EXISTS facts_fts_update AFTER UPDATE OF key, value, id
+    ON facts BEGIN
+        DELETE FROM facts_fts WHERE rowid = old.rowid;
+        INSERT INTO facts_fts (rowid, text, scope_key, fact_id)
+        VALUES (new.rowid, replace(new.key, '_', ' ') || ': ' || new.value,
+                new.scope_key, new.id);
+    END;
+    """,
     7: """
     CREATE TABLE IF NOT EXISTS responses (
         id TEXT PRIMARY KEY,
@@ -231,4 +262,15 @@ class Database:
 
 
 def _split(script: str) -> Sequence[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Statements of a script; a ``;`` inside a statement (a trigger body) does not split it."""
+    out: list[str] = []
+    buf = ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n\t;"):
+        out.append(buf.strip())
+    return out

@@ -138,6 +138,23 @@ class FactIndex:
 
         return self._run("query", scope, search, [], create=False)
 
+    def vectors(self, scope: Scope, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored embeddings of ``ids`` (those the index holds)."""
+        ids = list(dict.fromkeys(str(i) for i in ids))
+        if not ids:
+            return {}
+
+        def fetch(col: Any) -> dict[str, np.ndarray]:
+            res = col.get(ids=ids, include=["embeddings"])
+            found = res["embeddings"]
+            if found is None:
+                return {}
+            return {
+                i: np.asarray(v, dtype=np.float32) for i, v in zip(res["ids"], found, strict=True)
+            }
+
+        return self._run("vectors", scope, fetch, {}, create=False)
+
     def count(self, scope: Scope) -> int:
         return self._run("count", scope, lambda col: int(col.count()), 0, create=False)
 

@@ -1,0 +1,190 @@
+"""Retrieval quality on ``bench/eval/retrieval_set.json``: cosine alone vs hybrid, one run.
+
+    python -m bench.eval_retrieval                 # recall@5, recall@10, MRR, by question type
+    python -m bench.eval_retrieval --grid          # also sweep the fusion weights / options
+    python -m bench.eval_retrieval --users 2       # a quick subset
+
+In-process, on the classes the app wires together (``FactRecords``, ``Outbox``, ``FactIndex``,
+``IndexSync``, ``LexicalIndex``, ``Retriever``) with the real local embedding model, in a
+temporary data dir. Every user's facts go into their own scope (account ``eval``, collection =
+the user); each question is asked in its user's scope with ``top_k`` 10 and no threshold.
+Cosine alone is the same ``Retriever`` with no lexical index: the path before hybrid retrieval.
+
+Metrics per question, averaged: recall@k = share of the relevant facts in the top k; MRR =
+1 / rank of the first relevant fact (0 when none in the top 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.config import RetrievalSettings, Settings
+from proxy.llm.embeddings import build_embedder
+from proxy.models import Fact, Scope
+from proxy.services.indexing import IndexSync
+from proxy.services.retrieval import Retriever, SearchOptions
+from proxy.store.changes import Outbox
+from proxy.store.db import Database
+from proxy.store.embed_cache import CachedEmbedder
+from proxy.store.facts import FactRecords
+from proxy.store.index import FactIndex
+from proxy.store.lexical import LexicalIndex
+
+SET = Path(__file__).resolve().parent / "eval" / "retrieval_set.json"
+ACCOUNT = "eval"
+K = 10
+
+
+def load_set(path: Path = SET, users: int | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    if users is not None:
+        keep = {u["user"] for u in data["users"][:users]}
+        data["users"] = [u for u in data["users"] if u["user"] in keep]
+        data["questions"] = [q for q in data["questions"] if q["user"] in keep]
+    return data
+
+
+@dataclass
+class Stack:
+    records: FactRecords
+    index: FactIndex
+    embedder: CachedEmbedder
+    sync: IndexSync
+    lexical: LexicalIndex
+
+    def retriever(self, settings: RetrievalSettings | None) -> Retriever:
+        """Hybrid with ``settings``; ``None``: cosine alone (no lexical index)."""
+        lexical = self.lexical if settings is not None else None
+        return Retriever(self.records, self.index, self.embedder, self.sync, lexical, settings)
+
+
+@contextmanager
+def loaded(data: dict[str, Any], settings: Settings | None = None) -> Iterator[Stack]:
+    """The eval's users and facts written into fresh stores in a temporary data dir."""
+    with tempfile.TemporaryDirectory(prefix="profilo-eval-") as tmp:
+        settings = settings or Settings(data_dir=Path(tmp))
+        settings = settings.model_copy(update={"data_dir": Path(tmp)})
+        db = Database(settings.db_path)
+        embedder = CachedEmbedder(
+            build_embedder(settings.embedding, settings.embedding.cache_dir or Path(tmp) / "models")
+        )
+        index = FactIndex(settings.store, settings.chroma_path)
+        records = FactRecords(db)
+        sync = IndexSync(records, Outbox(db), index, embedder)
+        lexical = LexicalIndex(db)
+        lexical.ensure()
+        now = time.time()
+        for user in data["users"]:
+            scope = Scope(ACCOUNT, user["user"])
+            with records.transaction(scope, request_id=None, source="eval", now=now) as tx:
+                for f in user["facts"]:
+                    tx.add(
+                        Fact(
+                            id=f["id"],
+                            account=ACCOUNT,
+                            collection_id=user["user"],
+                            key=f["key"],
+                            value=f["value"],
+                            created_at=now,
+                            updated_at=now,
+                            valid_from=now,
+                            source="eval",
+                        )
+                    )
+            sync.flush(scope)
+        try:
+            yield Stack(records, index, embedder, sync, lexical)
+        finally:
+            index.close()
+            db.close()
+
+
+def evaluate(retriever: Retriever, questions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Recall@5, recall@10 and MRR, overall and by question type."""
+    groups: dict[str, list[tuple[float, float, float]]] = {}
+    opts = SearchOptions(top_k=K, threshold=-1.0)
+    for q in questions:
+        ids = [h.fact.id for h in retriever.search(Scope(ACCOUNT, q["user"]), q["question"], opts)]
+        relevant = set(q["relevant"])
+        r5 = len(relevant & set(ids[:5])) / len(relevant)
+        r10 = len(relevant & set(ids[:10])) / len(relevant)
+        rank = next((i for i, fid in enumerate(ids, start=1) if fid in relevant), None)
+        row = (r5, r10, 1.0 / rank if rank else 0.0)
+        groups.setdefault("all", []).append(row)
+        groups.setdefault(q["type"], []).append(row)
+    return {
+        name: {
+            "n": len(rows),
+            "recall@5": sum(r[0] for r in rows) / len(rows),
+            "recall@10": sum(r[1] for r in rows) / len(rows),
+            "mrr": sum(r[2] for r in rows) / len(rows),
+        }
+        for name, rows in groups.items()
+    }
+
+
+def _table(cosine: dict[str, Any], hybrid: dict[str, Any]) -> list[str]:
+    head = f"{'questions':<16}{'n':>5}  {'recall@5':>17}  {'recall@10':>17}  {'MRR':>17}"
+    lines = [
+        head,
+        f"{'':<21}  {'cosine  hybrid':>17}  {'cosine  hybrid':>17}  {'cosine  hybrid':>17}",
+    ]
+    order = ["all", *sorted(k for k in cosine if k != "all")]
+    for name in order:
+        c, h = cosine[name], hybrid[name]
+        cells = "  ".join(f"{c[m]:>8.3f} {h[m]:>7.3f}" for m in ("recall@5", "recall@10", "mrr"))
+        lines.append(f"{name:<16}{c['n']:>5}  {cells}")
+    gain = hybrid["all"]["recall@10"] / max(cosine["all"]["recall@10"], 1e-9) - 1
+    lines.append(f"recall@10: hybrid vs cosine {gain:+.1%}")
+    return lines
+
+
+GRID = [
+    {"semantic_weight": ws, "lexical_weight": wl, "lexical_saturation": k, "common_words": cw}
+    for ws, wl, k in ((1.0, 1e-9, 10.0), (0.9, 0.1, 10.0), (0.8, 0.2, 10.0), (0.8, 0.2, 0.0),
+                      (0.6, 0.4, 10.0), (0.6, 0.4, 0.0))
+    for cw in ("average", "drop", "keep")
+]  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=None, help="only the first N users")
+    parser.add_argument("--grid", action="store_true", help="sweep fusion settings too")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+    data = load_set(users=args.users)
+    hybrid_settings = Settings().retrieval  # the defaults shipped (configs/default.yaml)
+    facts = sum(len(u["facts"]) for u in data["users"])
+    print(
+        f"eval set: {len(data['users'])} users, {facts} facts, {len(data['questions'])} questions"
+    )
+    print(f"hybrid settings: {hybrid_settings.model_dump()}")
+    with loaded(data) as stack:
+        cosine = evaluate(stack.retriever(None), data["questions"])
+        hybrid = evaluate(stack.retriever(hybrid_settings), data["questions"])
+        print("\n".join(_table(cosine, hybrid)))
+        result: dict[str, Any] = {"cosine": cosine, "hybrid": hybrid, "grid": []}
+        if args.grid:
+            print("\ngrid (all questions): recall@5 recall@10 MRR")
+            for point in GRID:
+                settings = hybrid_settings.model_copy(update=point)
+                got = evaluate(stack.retriever(settings), data["questions"])["all"]
+                result["grid"].append({"settings": point, **got})
+                print(f"  {point}: {got['recall@5']:.3f} {got['recall@10']:.3f} {got['mrr']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
