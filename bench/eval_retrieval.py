@@ -149,9 +149,9 @@ def _table(cosine: dict[str, Any], hybrid: dict[str, Any]) -> list[str]:
 
 
 GRID = [
-    {"semantic_weight": ws, "lexical_weight": wl, "lexical_saturation": k, "common_words": cw}
-    for ws, wl, k in ((1.0, 1e-9, 10.0), (0.9, 0.1, 10.0), (0.8, 0.2, 10.0), (0.8, 0.2, 0.0),
-                      (0.6, 0.4, 10.0), (0.6, 0.4, 0.0))
+    {"lexical_weight": wl, "lexical_saturation": k, "common_words": cw}
+    for wl, k in ((1e-9, 10.0), (0.1, 10.0), (0.2, 10.0), (0.2, 0.0), (0.4, 10.0), (0.4, 0.0),
+                  (0.7, 10.0))
     for cw in ("average", "drop", "keep")
 ]  # fmt: skip
 

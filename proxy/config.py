@@ -80,19 +80,18 @@ class ProfileSettings(BaseModel):
     max_key_chars: int = Field(default=64, ge=1)
     max_value_chars: int = Field(default=2000, ge=1)
     max_facts_per_request: int = Field(default=200, ge=1)
-    default_search_threshold: float = Field(default=0.27, ge=0.0, le=1.0)
+    default_search_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     default_top_k: int = Field(default=10, ge=1)
     max_top_k: int = Field(default=100, ge=1)
 
 
 class RetrievalSettings(BaseModel):
-    """Hybrid retrieval: score = (semantic_weight * cosine + lexical_weight * lexical) /
-    (semantic_weight + lexical_weight), lexical = bm25 / (bm25 + lexical_saturation), or bm25 /
-    the query's best bm25 when lexical_saturation is 0; see proxy/services/retrieval.py."""
+    """Hybrid retrieval: score = cosine + lexical_weight * lexical * (1 - cosine), lexical =
+    bm25 / (bm25 + lexical_saturation), or bm25 / the query's best bm25 when
+    lexical_saturation is 0; see proxy/services/retrieval.py."""
 
     model_config = ConfigDict(extra="forbid")
-    semantic_weight: float = Field(default=0.9, ge=0.0)
-    lexical_weight: float = Field(default=0.1, ge=0.0)
+    lexical_weight: float = Field(default=0.2, ge=0.0, le=1.0)
     lexical_saturation: float = Field(default=10.0, ge=0.0)
     candidates: int = Field(default=32, ge=1, le=1000)
     common_term_share: float = Field(default=0.2, gt=0.0, le=1.0)
@@ -103,7 +102,7 @@ class RetrievalSettings(BaseModel):
 
 class MemorySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(default=0.32, ge=0.0, le=1.0)
+    threshold: float = Field(default=0.35, ge=0.0, le=1.0)
     top_k: int = Field(default=8, ge=1, le=100)
     max_tokens: int = Field(default=800, ge=50)
     min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)

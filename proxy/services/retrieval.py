@@ -5,10 +5,12 @@ Hybrid: candidates come from the scope's Chroma collection (cosine similarity of
 embedding) and from the scope's lexical index (FTS5 BM25 over the query's informative words,
 ``proxy/services/query_terms.py``). Over the union of both lists each fact gets
 
-    score = (semantic_weight * cosine + lexical_weight * bm25 / best_bm25) / (sum of weights)
+    score = cosine + lexical_weight * lexical * (1 - cosine),  lexical = bm25 / (bm25 + k)
 
 (a lexical-only candidate's cosine is computed from its stored vector; a semantic-only one has
-lexical 0), so scores stay in [-1, 1] and the API's ``threshold`` applies to this fused score.
+lexical 0). A keyword match closes part of the gap to 1 and never lowers a score, so scores
+stay in [-1, 1], the API's ``threshold`` applies to this fused score, and a fact that shares no
+word with the query scores exactly its cosine (thresholds keep their meaning).
 Words found in a large share of the scope's facts (typically the user's own name) carry little
 information: they are left out of the lexical query, and (``common_words``) the query is
 embedded a second time without them and the two vectors averaged (``average``), or embedded
@@ -154,10 +156,16 @@ class Retriever:
         lexical: list[tuple[str, float]],
         opts: SearchOptions,
     ) -> list[tuple[str, float]]:
-        ws, wl = self._settings.semantic_weight, self._settings.lexical_weight
+        wl = self._settings.lexical_weight
         lex = self._lexical_scores(lexical)
         cosine = dict(semantic)
-        fused = {i: (ws * c + wl * lex.get(i, 0.0)) / (ws + wl) for i, c in semantic}
+
+        def fuse(c: float, lexical_score: float) -> float:
+            # A keyword match closes part of the gap to 1: never below the cosine, so a
+            # threshold keeps its meaning for facts that share no word with the query.
+            return c + wl * lexical_score * (1.0 - c) if c < 1.0 else c
+
+        fused = {i: fuse(c, lex.get(i, 0.0)) for i, c in semantic}
         others = [i for i in lex if i not in cosine]
         if others and len(semantic) >= self._pool(opts):
             # A fact missing from a full semantic list has a cosine under its last one: skip
@@ -166,11 +174,11 @@ class Retriever:
             need = opts.top_k * (8 if _post_filtered(opts) else 1)
             ranked = sorted(fused.values(), reverse=True)
             bar = max(opts.threshold, ranked[need - 1] if len(ranked) >= need else -1.0)
-            others = [i for i in others if (ws * floor + wl * lex[i]) / (ws + wl) >= bar]
+            others = [i for i in others if fuse(floor, lex[i]) >= bar]
         if others:
             query = np.asarray(vector, dtype=np.float32)
             for fact_id, stored in self._index.vectors(scope, others).items():
-                fused[fact_id] = (ws * float(np.dot(stored, query)) + wl * lex[fact_id]) / (ws + wl)
+                fused[fact_id] = fuse(float(np.dot(stored, query)), lex[fact_id])
         return sorted(fused.items(), key=lambda item: item[1], reverse=True)
 
     def _lexical_scores(self, lexical: list[tuple[str, float]]) -> dict[str, float]:
