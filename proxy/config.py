@@ -70,6 +70,17 @@ class EmbeddingSettings(BaseModel):
     cache_dir: Path | None = None  # where the local model's ONNX graph is built; data_dir/models
 
 
+class RedactionSettings(BaseModel):
+    """Credentials are never stored as facts (proxy/services/secrets.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    api_keys: bool = True
+    card_numbers: bool = True
+    passwords: bool = True
+    patterns: list[str] = []  # more regular expressions (case-insensitive) over key: value
+
+
 class ProfileSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dynamic_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=1)
@@ -79,6 +90,7 @@ class ProfileSettings(BaseModel):
     default_search_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     default_top_k: int = Field(default=10, ge=1)
     max_top_k: int = Field(default=100, ge=1)
+    redaction: RedactionSettings = RedactionSettings()
 
 
 class MemorySettings(BaseModel):

@@ -69,8 +69,7 @@ class Target:
         """Everything users told the proxy (jobs by id and turn: their status moves on)."""
         with sqlite3.connect(self.db) as conn:
             out: dict[str, Any] = {
-                t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()  # noqa: S608
-                for t in DATA_TABLES
+                t: conn.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in DATA_TABLES
             }
             out["jobs"] = conn.execute("SELECT id, scope_key, payload FROM jobs").fetchall()
         return out
@@ -114,9 +113,10 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
                         collection_id=coll,
                     )  # fmt: skip
                     ids[f"{who}_{coll}_fact"] = fact["id"]
+                turn = [{"role": "user", "content": "hi"}]
                 ids[f"{who}_job"] = _post(
                     url, auth, "/v1/interactions",
-                    {"collection_id": "c1", "model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                    {"collection_id": "c1", "model": "m", "messages": turn},
                 )["request_id"]  # fmt: skip
                 ids[f"{who}_session"] = _post(
                     url, auth, "/v1/profile/dialectic", {"user_message": "who is this?"},
@@ -194,7 +194,8 @@ HOSTILE_BODIES: dict[str, bytes] = {
     + b"1"
     + b"}" * 5_000
     + b"}",
-    "invalid-utf8": b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\xff\xfe\x80"}]}',
+    "invalid-utf8": b'{"model": "gpt-4o-mini", "messages": [{"role": "user", '
+    b'"content": "\xff\xfe\x80"}]}',
     "lone-surrogate": b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}], '
     b'"user_message": "\\udfff", "pet": "\\ud83d"}',
     "nul-bytes": b'{"model": "m\\u0000", "user_message": "\\u0000", "messages": [{"role": "user", '
