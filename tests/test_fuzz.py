@@ -276,6 +276,31 @@ ODD_FEATURES: list[Any] = [
 ]
 
 
+ODD_MESSAGES: list[Any] = [
+    [{"role": {"x": 1}, "content": "hi"}],  # found by the fuzzer: an unhashable role was a 500
+    [{"role": ["user"], "content": "hi"}],
+    [{"role": None}],
+    ["hi"],
+    [[]],
+    {"role": "user", "content": "hi"},
+    "hi",
+    [],
+]
+
+
+@pytest.mark.parametrize("messages", ODD_MESSAGES, ids=lambda m: json.dumps(m)[:40])
+def test_odd_messages_are_400(target: Target, messages: Any) -> None:
+    before = target.snapshot()
+    r = httpx.post(
+        target.url + "/v1/chat/completions",
+        json={**CHAT, "messages": messages},
+        headers=target.alpha,
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 400, r.text
+    _check(target, r, before, json.dumps(messages))
+
+
 @pytest.mark.parametrize("features", ODD_FEATURES, ids=lambda f: json.dumps(f)[:40])
 def test_odd_feature_types_are_400(target: Target, features: Any) -> None:
     before = target.snapshot()
@@ -366,10 +391,12 @@ def test_ids_of_other_scopes_are_404_and_change_nothing(target: Target) -> None:
 
 
 def test_report_inputs_tried(target: Target) -> None:
-    """Runs last in the module: the count of generated inputs (for the README figures)."""
-    hostile = len(HOSTILE_BODIES) * len(BODY_ROUTES) + len(BODY_ROUTES)
+    """Runs last in the module: the count of inputs tried (for the README figures)."""
+    routes = len(BODY_ROUTES)
+    hostile = (len(HOSTILE_BODIES) + 1) * routes + len(ODD_FEATURES) + len(ODD_MESSAGES) + 4
     total = sum(TRIED.values())
-    print(f"\nfuzz: {total} generated inputs over {len(TRIED)} endpoint/mode pairs; "
-          f"{hostile + len(ODD_FEATURES) + 4} hand-made hostile inputs")  # fmt: skip
+    print(f"\nfuzz: {total} generated inputs over {len(TRIED)} endpoint/mode pairs; {hostile} "
+          "hand-made hostile inputs; ids of other scopes: "
+          f"{len(_foreign_calls(target.ids))} requests")  # fmt: skip
     if TRIED:
         assert total >= len(TRIED)

@@ -99,9 +99,7 @@ def test_keys_named_like_credentials_are_refused(proxy: Proxy) -> None:
     assert r.status_code == 200 and r.json()["created"] == len(HARMLESS), r.text
 
 
-def test_redaction_is_configurable(
-    make_proxy: Any, upstream: FakeUpstream, tmp_path: Path
-) -> None:
+def test_redaction_is_configurable(make_proxy: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
     proxy = make_proxy(
         profile={"redaction": {"card_numbers": False, "patterns": [r"\bproject-x\d+\b"]}}
     )

@@ -116,7 +116,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         if not isinstance(message, dict):
             raise BadRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a dict or list is unhashable
             raise BadRequest(
                 f"'messages[{i}].role' must be one of {sorted(ROLES)}, got {role!r}",
                 param=f"messages[{i}].role",
