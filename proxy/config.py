@@ -60,6 +60,8 @@ class StoreSettings(BaseModel):
     # proxy/store/index.py): 2, the minimum, keeps that padding to at most one no-op record.
     hnsw_sync_threshold: int = Field(default=2, ge=2)
     hnsw_batch_size: int = Field(default=2, ge=2)
+    # How long a write waits for a records-database lock held by another process (then 503).
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
 
 class EmbeddingSettings(BaseModel):
