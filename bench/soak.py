@@ -154,7 +154,7 @@ class Traffic:
 
 def _ok(status: int, data: bytes) -> None:
     if not 200 <= status < 300:
-        raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
+        raise RuntimeError(f"HTTP {status}: {data[:400]!r}")
 
 
 async def drive(
@@ -180,7 +180,7 @@ async def drive(
             try:
                 await traffic.one(session, kind, user)
             except Exception as exc:
-                result.errors[f"{kind}: {str(exc)[:120] or type(exc).__name__}"] += 1
+                result.errors[f"{kind}: {str(exc)[:400] or type(exc).__name__}"] += 1
             else:
                 result.latencies[kind].append(time.perf_counter() - t0)
             result.requests += 1

@@ -32,7 +32,7 @@ _PASSWORD = re.compile(
     re.IGNORECASE,
 )
 _PASSWORD_KEY = re.compile(
-    r"(?:^|_)(?:password|passwd|passphrase|passcode|pwd|pin|pin_code|secret|api_key|apikey"
+    r"(?:^|_)(?:password|passwd|passphrase|passcode|pwd|pin|pin_code|api_key|apikey|secret_key"
     r"|access_token|auth_token|refresh_token|private_key|card_number|credit_card|cvv|cvc)"
     r"(?:_|$)"
 )
