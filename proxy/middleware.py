@@ -6,14 +6,18 @@ Pure ASGI (no BaseHTTPMiddleware) so streamed responses are not buffered.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.errors import PayloadTooLarge, ProxyError
+from proxy.logging_setup import request_id_var
+from proxy.metrics import UNMATCHED, Metrics
 
 log = logging.getLogger("profilo.http")
+access = logging.getLogger("profilo.access")
 
 REQUEST_ID_HEADER = b"x-profilo-request-id"
 
@@ -27,9 +31,12 @@ def error_body(error: ProxyError) -> bytes:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics or Metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,6 +44,23 @@ class RequestContextMiddleware:
             return
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)  # every log line of this request carries it
+        clock = time.perf_counter()
+        status = 500
+
+        async def send_seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_seen, request_id)
+        finally:
+            self._observe(scope, status, time.perf_counter() - clock)
+            request_id_var.reset(token)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         rid = request_id.encode()
         started = False
 
@@ -95,6 +119,17 @@ class RequestContextMiddleware:
             if started:
                 raise
             await reply(ProxyError("internal server error", code="internal_error"))
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count the request by its route template (``/v1/profile/facts/{fact_id}``, never the
+        raw path) and log one access line (no query string, no headers, no body)."""
+        route = getattr(scope.get("route"), "path", None) or UNMATCHED
+        method = str(scope.get("method", ""))
+        self.metrics.request(route, method, status, seconds)
+        path = str(scope.get("path", ""))
+        fields = {"method": method, "route": route, "path": path, "status": status}
+        fields["duration_ms"] = round(seconds * 1000, 2)
+        access.info("%s %s %d", method, path, status, extra=fields)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -24,6 +24,8 @@ from typing import Any
 
 from proxy.config import LearningSettings
 from proxy.errors import ProxyError
+from proxy.logging_setup import request_id_var
+from proxy.metrics import Metrics
 from proxy.models import Scope
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_ops import AnswerError
@@ -88,7 +90,13 @@ def classify(exc: BaseException) -> tuple[bool, str]:
 
 
 class Worker:
-    def __init__(self, jobs: JobStore, extractor: Extractor, settings: LearningSettings) -> None:
+    def __init__(
+        self,
+        jobs: JobStore,
+        extractor: Extractor,
+        settings: LearningSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._jobs = jobs
         self._extractor = extractor
         self._settings = settings
@@ -99,6 +107,7 @@ class Worker:
         self._writer = JobWriter(jobs, settings.max_attempts)
         self._busy_scopes: set[str] = set()  # scopes with a job running in this process
         self.stats = WorkerStats()
+        self._metrics = metrics or Metrics()
 
     @property
     def in_flight(self) -> int:
@@ -171,6 +180,7 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
 
     async def _run(self, job: Job) -> None:
+        request_id_var.set(job.id)  # this task's log lines carry the turn's request id
         self.stats.attempts += 1
         self._busy_scopes.add(job.scope.key)
         try:
@@ -197,6 +207,7 @@ class Worker:
             self._wake.set()
 
     def _count(self, job: Job, result: dict[str, Any]) -> None:
+        self._metrics.job_result(result)
         if result.get("already_done"):
             self.stats.repeated_runs += 1
             return
@@ -222,10 +233,12 @@ class Worker:
                          delay, error)  # fmt: skip
                 await asyncio.to_thread(self._jobs.retry, job.id, error, time.time() + delay)
                 self.stats.retried += 1
+                self._metrics.jobs.labels("retried").inc()
                 return
             why = "attempts exhausted" if retryable else "not retryable"
             log.warning("job %s failed (%s): %s", job.id, why, error)
             await asyncio.to_thread(self._jobs.fail, job.id, error)
             self.stats.failed += 1
+            self._metrics.jobs.labels("failed").inc()
         except Exception:
             log.exception("could not record the failure of job %s", job.id)

@@ -17,6 +17,7 @@ import orjson
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
+from proxy.metrics import Metrics
 
 
 class LiteLLMCompleter(Protocol):
@@ -35,16 +36,19 @@ class Completer:
         litellm_chat: Callable[[], LiteLLMCompleter],
         *,
         timeout: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
         self._litellm_chat = litellm_chat
         self._timeout = timeout
+        self._metrics = metrics or Metrics()
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """``body`` is an OpenAI chat request (``model`` is the public model name)."""
         try:
-            return await asyncio.wait_for(self._complete(body), self._timeout)
+            with self._metrics.upstream("internal", self._router.resolve(str(body["model"])).kind):
+                return await asyncio.wait_for(self._complete(body), self._timeout)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"no answer from the model within {self._timeout:g}s") from exc
 

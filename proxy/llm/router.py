@@ -19,6 +19,7 @@ class Route:
     api_base: str | None
     api_key: str | None
     litellm_params: dict[str, Any] = field(default_factory=dict)
+    responses_api: bool = True  # the upstream serves POST /responses (pass-through routes)
 
 
 class UpstreamRouter:
@@ -26,6 +27,7 @@ class UpstreamRouter:
         """Resolves every configured route (and ``os.environ/`` reference) once, at start-up."""
         self.default_api_base = (settings.upstream.api_base or OPENAI_API_BASE).rstrip("/")
         self.default_api_key = resolve_secret(settings.upstream.api_key)
+        self._responses_api = settings.upstream.responses_api
         self._routes = {m.model_name: _route(m) for m in settings.model_list}
 
     @property
@@ -36,7 +38,13 @@ class UpstreamRouter:
         """The configured route of ``model``; a model not in the list goes to the upstream."""
         route = self._routes.get(model)
         if route is None:
-            return Route("passthrough", model, self.default_api_base, self.default_api_key)
+            return Route(
+                "passthrough",
+                model,
+                self.default_api_base,
+                self.default_api_key,
+                responses_api=self._responses_api,
+            )
         return route
 
 
@@ -49,7 +57,7 @@ def _route(entry: ModelEntry) -> Route:
         provider, name = "openai", params.model
     if provider in OPENAI_COMPATIBLE:
         base = (api_base or OPENAI_API_BASE).rstrip("/")
-        return Route("passthrough", name, base, api_key)
+        return Route("passthrough", name, base, api_key, responses_api=entry.responses_api)
     extra = {
         k: resolve_secret(v) if isinstance(v, str) else v
         for k, v in (params.model_extra or {}).items()

@@ -121,6 +121,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
                 f"'messages[{i}].role' must be one of {sorted(ROLES)}, got {role!r}",
                 param=f"messages[{i}].role",
             )
+    return take_proxy_fields(body)
+
+
+def take_proxy_fields(body: dict[str, Any]) -> ChatRequest:
+    """Check ``stream`` and take the proxy's own fields (``features``, ``collection_id``,
+    ``wait_for_learning_seconds``) out of an OpenAI request body (chat or Responses API)."""
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise BadRequest("'stream' must be a boolean", param="stream")
     raw_features = body.pop("features", None)

@@ -15,6 +15,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
+from proxy.metrics import Metrics
 from proxy.models import Account, Features, Scope
 from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
@@ -108,6 +109,7 @@ class ChatService:
         memory_timeout: float,
         learning: LearningQueue | None = None,
         max_message_chars: int = 8000,
+        metrics: Metrics | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
@@ -117,6 +119,7 @@ class ChatService:
         self._memory_timeout = memory_timeout
         self._learning = learning
         self._max_message_chars = max_message_chars
+        self._metrics = metrics or Metrics()
 
     def features(self, account: Account, chat: ChatRequest) -> Features:
         """The account's default features, overridden by what the request set. ``learning``
@@ -129,15 +132,19 @@ class ChatService:
         features.learning = bool(asked and defaults.learning and self._learning is not None)
         return features
 
-    async def _remember(
-        self, scope: Scope, features: Features, chat: ChatRequest, headers: dict[str, str]
+    async def remember(
+        self,
+        scope: Scope,
+        features: Features,
+        messages: list[dict[str, Any]],
+        model: str,
+        headers: dict[str, str],
     ) -> MemoryContext | None:
-        """Build the memory block; on any failure answer without memory (fail open)."""
+        """Build the memory block for ``messages`` (chat-shaped); on any failure answer
+        without memory (fail open)."""
         try:
             ctx = await asyncio.wait_for(
-                asyncio.to_thread(
-                    self._memory.build, scope, features, chat.body["messages"], chat.model
-                ),
+                asyncio.to_thread(self._memory.build, scope, features, messages, model),
                 self._memory_timeout,
             )
         except Exception as exc:
@@ -147,10 +154,12 @@ class ChatService:
             if isinstance(exc, TimeoutError):
                 reason = f"memory lookup exceeded {self._memory_timeout}s"
             log.warning("memory skipped (fail open): %s", reason)
+            self._metrics.memory_errors.inc()
             headers["X-Profilo-Memory-Facts"] = "0"
             headers["X-Profilo-Memory-Error"] = _header_safe(reason)
             return None
         headers["X-Profilo-Memory-Facts"] = str(len(ctx.chosen))
+        self._metrics.memory_facts.observe(len(ctx.chosen))
         headers["X-Profilo-Memory-Tokens"] = str(ctx.tokens)
         return ctx
 
@@ -177,14 +186,16 @@ class ChatService:
                     chat.wait_for_learning_seconds,
                 )
             if features.any:
-                ctx = await self._remember(scope, features, chat, headers)
+                ctx = await self.remember(
+                    scope, features, chat.body["messages"], chat.model, headers
+                )
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
         outcome.headers.update(headers)
         if turn is not None:
             if outcome.json is not None:
-                status = await self._learn(turn, _reply_text(outcome.json))
+                status = await self.learn(turn, _reply_text(outcome.json))
                 outcome.headers["X-Profilo-Learning"] = status
             elif outcome.stream is not None:
                 outcome.stream = self._learn_after_stream(outcome.stream, turn)
@@ -196,7 +207,7 @@ class ChatService:
                 outcome.json = orjson.dumps(answer)
         return outcome
 
-    async def _learn(self, turn: PendingTurn, reply: str | None) -> str:
+    async def learn(self, turn: PendingTurn, reply: str | None) -> str:
         """Queue the turn (committed before the answer goes out); wait for it if asked.
         A queue failure never fails the chat (fail open): it is logged and reported."""
         assert self._learning is not None
@@ -230,7 +241,7 @@ class ChatService:
                         data = line[5:].strip()
                         if data == b"[DONE]":
                             learned = True
-                            await self._learn(turn, "".join(parts))
+                            await self.learn(turn, "".join(parts))
                             break
                         piece = _choice0_delta(data)
                         if piece:
@@ -251,10 +262,12 @@ class ChatService:
         url = f"{route.api_base}/chat/completions"
         payload = orjson.dumps(body)
         if not chat.stream:
-            reply = await self._passthrough.request("POST", url, route.api_key, payload)
+            with self._metrics.upstream("chat", route.kind):
+                reply = await self._passthrough.request("POST", url, route.api_key, payload)
             return ChatOutcome(json=reply.body)
         cm = self._passthrough.stream(url, route.api_key, payload)
-        events = await cm.__aenter__()  # errors before the stream starts: a normal error reply
+        with self._metrics.upstream("chat", route.kind):
+            events = await cm.__aenter__()  # errors before the stream starts: a normal error reply
 
         async def relay() -> AsyncIterator[bytes]:
             try:
@@ -273,11 +286,12 @@ class ChatService:
         client = self._litellm_chat()
         request = {**body, "model": chat.model}
         if not chat.stream:
-            return ChatOutcome(
-                json=orjson.dumps(await client.complete(request, route.litellm_params))
-            )
+            with self._metrics.upstream("chat", route.kind):
+                answer = await client.complete(request, route.litellm_params)
+            return ChatOutcome(json=orjson.dumps(answer))
         chunks = client.stream(request, route.litellm_params)
-        first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
+        with self._metrics.upstream("chat", route.kind):
+            first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
 
         async def relay() -> AsyncIterator[bytes]:
             try:

@@ -12,7 +12,9 @@ from proxy.services.chat import ChatService
 from proxy.services.dialectic import DialecticService
 from proxy.services.extraction import LearningQueue
 from proxy.services.indexing import IndexSync
+from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
+from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
@@ -44,6 +46,8 @@ class Services:
     jobs: JobStore
     learning: LearningQueue
     dialectic: DialecticService
+    responses: ResponsesService
+    relay: OpenAIRelay
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

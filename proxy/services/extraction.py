@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from proxy.config import LearningSettings, ProfileSettings
 from proxy.errors import BadRequest, ProxyError, UpstreamError
 from proxy.llm.completer import Completer, message_content
+from proxy.messages import text_of
 from proxy.models import CATEGORIES, Fact, Scope
 from proxy.prompts import ExtractFact, ExtractInstructions, ExtractMessage, Prompts
 from proxy.services.account_config import AccountConfigService
@@ -69,18 +70,6 @@ class LearningQueue(Protocol):
 
     @property
     def in_flight(self) -> int: ...
-
-
-def text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            str(p.get("text", ""))
-            for p in content
-            if isinstance(p, dict) and p.get("type") == "text"
-        ).strip()
-    return ""
 
 
 def chat_turn(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config import MemorySettings
+from proxy.messages import latest_user_text
 from proxy.models import FLAT_KEYS, Fact, Features, Scope
 from proxy.prompts import BlockItem, Prompts
 from proxy.services.retrieval import Retriever, SearchOptions
@@ -39,22 +40,6 @@ class MemoryContext:
             }
             for c in self.chosen
         ]
-
-
-def latest_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return " ".join(
-                str(p.get("text", ""))
-                for p in content
-                if isinstance(p, dict) and p.get("type") == "text"
-            )
-    return ""
 
 
 class MemoryService:
@@ -107,12 +92,47 @@ class MemoryService:
             ordered = ordered[: features.memory_limit]
         return ordered
 
-    def _render(self, chosen: list[Chosen]) -> str:
-        profile = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen if c.section == "profile"]
-        memories = [
-            BlockItem.of(c.fact.key, c.fact.value) for c in chosen if c.section == "memories"
-        ]
-        return self._prompts.memory_block(profile=profile, memories=memories)
+    def _render(self, chosen: list[Chosen], items: list[BlockItem]) -> str:
+        pairs = list(zip(chosen, items, strict=True))
+        return self._prompts.memory_block(
+            profile=[item for c, item in pairs if c.section == "profile"],
+            memories=[item for c, item in pairs if c.section == "memories"],
+        )
+
+    def _fit(self, chosen: list[Chosen], model: str) -> tuple[list[Chosen], str, int]:
+        """The largest prefix of ``chosen`` whose rendered block fits the token budget (the
+        least relevant facts go first). A per-line estimate picks the first probes, so an
+        exact estimate settles it in two or three counts instead of a binary search's log2(n)."""
+        budget = self._settings.max_tokens
+        items = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen]
+        rendered: dict[int, tuple[str, int]] = {}
+
+        def fits(n: int) -> bool:
+            block = self._render(chosen[:n], items[:n])
+            rendered[n] = (block, self._tokens.count(block, model))
+            return rendered[n][1] <= budget
+
+        lo, hi = 0, len(items)
+        if fits(hi):
+            return chosen, *rendered[hi]
+        hi -= 1
+        lines = [self._tokens.count(f"- {i.key}: {i.value}\n", model) for i in items]
+        used = rendered[len(items)][1] - sum(lines)  # the block's own text, roughly
+        est = 0
+        for line in lines:
+            used += line
+            if used > budget:
+                break
+            est += 1
+        for mid in (est, est + 1, est - 1):
+            if lo < mid <= hi:
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        while lo < hi:  # the estimate was off: binary search what is left
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        if lo == 0:
+            return [], "", 0
+        return chosen[:lo], *rendered[lo]
 
     def build(
         self, scope: Scope, features: Features, messages: list[dict[str, Any]], model: str
@@ -120,20 +140,10 @@ class MemoryService:
         chosen = self._candidates(scope, features, latest_user_text(messages))
         if not chosen:
             return MemoryContext()
-        budget = self._settings.max_tokens
-        # Drop the least relevant facts until the rendered block fits the budget.
-        lo, hi = 0, len(chosen)
-        while lo < hi:  # largest prefix that fits (block size grows with the prefix)
-            mid = (lo + hi + 1) // 2
-            if self._tokens.count(self._render(chosen[:mid]), model) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        chosen = chosen[:lo]
+        chosen, block, tokens = self._fit(chosen, model)
         if not chosen:
             return MemoryContext()
-        block = self._render(chosen)
-        return MemoryContext(block=block, chosen=chosen, tokens=self._tokens.count(block, model))
+        return MemoryContext(block=block, chosen=chosen, tokens=tokens)
 
 
 def inject(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
@@ -143,8 +153,8 @@ def inject(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
     for i, message in enumerate(out):
         if message.get("role") in ("system", "developer"):
             content = message.get("content")
-            if isinstance(content, str):
-                merged: Any = f"{content}\n\n{block}" if content else block
+            if isinstance(content, str | None):
+                merged: Any = merge_text(content, block)
             elif isinstance(content, list):
                 merged = [*content, {"type": "text", "text": block}]
             else:
@@ -152,3 +162,9 @@ def inject(messages: list[dict[str, Any]], block: str) -> list[dict[str, Any]]:
             out[i] = {**message, "content": merged}
             return out
     return [{"role": "system", "content": block}, *out]
+
+
+def merge_text(text: str | None, block: str) -> str:
+    """The block after the client's own text (a system prompt, Responses ``instructions``),
+    one blank line between them."""
+    return f"{text}\n\n{block}" if text else block

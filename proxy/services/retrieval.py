@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.metrics import Metrics
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
 from proxy.store.embedder import Embedder
@@ -49,19 +50,26 @@ def matches_feature(fact: Fact, feature: str | dict[str, Any] | None) -> bool:
 
 class Retriever:
     def __init__(
-        self, records: FactRecords, index: FactIndex, embedder: Embedder, sync: IndexSync
+        self,
+        records: FactRecords,
+        index: FactIndex,
+        embedder: Embedder,
+        sync: IndexSync,
+        metrics: Metrics | None = None,
     ) -> None:
         self._records = records
         self._index = index
         self._embedder = embedder
         self._sync = sync
+        self._metrics = metrics or Metrics()
 
     def embed_query(self, query: str) -> Any:
         return self._embedder.embed([query])[0]
 
     def search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
-        self._sync.flush(scope)  # read-after-write: apply anything still pending first
-        return self.search_vector(scope, self.embed_query(query), opts)
+        with self._metrics.retrieval_seconds.time():
+            self._sync.flush(scope)  # read-after-write: apply anything still pending first
+            return self.search_vector(scope, self.embed_query(query), opts)
 
     def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
         where: dict[str, Any] = {}

@@ -149,6 +149,19 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS facts_scope_static
         ON facts(scope_key, kind, confidence DESC);
     """,
+    7: """
+    CREATE TABLE IF NOT EXISTS responses (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('bridge', 'upstream')),
+        model TEXT NOT NULL,
+        previous_response_id TEXT,
+        input_items TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS responses_account ON responses(account, created_at);
+    """,
 }
 
 

@@ -252,6 +252,15 @@ class JobStore:
                 ).fetchone()[0]
             )
 
+    def pending_counts(self) -> dict[str, int]:
+        """Unfinished jobs of every account by status (the metrics' queue gauges)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') "
+                "GROUP BY status"
+            ).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
     def stats(self, account: str, *, recent: int = 500, failures: int = 20) -> dict[str, Any]:
         """One account's queue: counts by status, depth, latency of recent jobs (created →
         finished), the latest failures, dropped operations by reason."""

@@ -39,6 +39,8 @@ from typing import Any, NoReturn, TypeAlias
 import pytest
 from aiohttp import web
 
+from tests.fakes import responses_api
+
 __all__ = [
     "DEFAULT_CONTENT",
     "DEFAULT_MODEL",
@@ -457,7 +459,9 @@ class FakeUpstream:
         models: Sequence[str] = (DEFAULT_MODEL, "gpt-4o"),
         embedding_dim: int = DEFAULT_EMBEDDING_DIM,
         default_delay_between: float = 0.0,
+        responses_api: bool = True,
     ) -> None:
+        self.responses_api = responses_api  # False: a chat-only server (404 on /responses)
         self.default_pieces: list[str] = (
             [default_content] if isinstance(default_content, str) else list(default_content)
         )
@@ -762,6 +766,16 @@ class FakeUpstream:
             return error_reply(404, f"The model '{model}' does not exist", code="model_not_found")
         if rec.method == "POST" and path.endswith("/embeddings"):
             return self._default_embeddings(body)
+        if rec.method == "POST" and path.endswith("/responses") and self.responses_api:
+            if body.get("stream"):
+                events = responses_api.response_events(body, self.default_pieces)
+                return SSEReply(list(events), done=False)
+            text = "".join(self.default_pieces)
+            return json_reply(responses_api.response_body(body, text))
+        if rec.method == "POST" and path.endswith("/completions"):  # legacy completions
+            return json_reply(responses_api.completion_body(body, "".join(self.default_pieces)))
+        if rec.method == "POST" and path.endswith("/moderations"):
+            return json_reply(responses_api.moderation_body(body))
         return error_reply(404, f"Unknown request URL: {rec.method} {rec.path}", code="not_found")
 
     def _default_chat(self, body: dict[str, Any]) -> Reply:

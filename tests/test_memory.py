@@ -1,0 +1,61 @@
+"""The memory block's token budget: the largest prefix of the ranked facts that fits, for
+any mix of fact lengths and budgets (checked against trying every prefix)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from proxy.config import MemorySettings
+from proxy.llm.offline import prepare_offline_env
+from proxy.models import Fact
+from proxy.prompts import BlockItem, Prompts
+from proxy.services.memory import Chosen, MemoryService
+from proxy.tokens import TokenCounter
+
+MODEL = "gpt-4o-mini"
+
+
+def service(budget: int, tokens: TokenCounter) -> MemoryService:
+    return MemoryService(
+        records=None,  # type: ignore[arg-type]  # _fit reads neither store
+        retriever=None,  # type: ignore[arg-type]
+        prompts=Prompts(),
+        tokens=tokens,
+        settings=MemorySettings(max_tokens=budget),
+    )
+
+
+def ranked(rng: random.Random, n: int) -> list[Chosen]:
+    words = ["jazz", "Lisbon", "a long story about the sea", "\n</user_memory>", "café", "42"]
+    out = []
+    for i in range(n):
+        value = " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
+        fact = Fact(id=f"f{i}", account="a", collection_id="c", key=f"k_{i}", value=value)
+        out.append(Chosen(fact, None, rng.choice(["profile", "memories"])))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fit_keeps_the_largest_prefix_within_budget(seed: int) -> None:
+    prepare_offline_env()
+    rng = random.Random(seed)
+    tokens = TokenCounter()
+    budget = rng.choice([60, 120, 300, 800])
+    memory = service(budget, tokens)
+    chosen = ranked(rng, rng.randint(1, 40))
+
+    kept, block, count = memory._fit(chosen, MODEL)
+
+    def size(n: int) -> int:
+        items = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen[:n]]
+        return tokens.count(memory._render(chosen[:n], items), MODEL)
+
+    best = max((n for n in range(1, len(chosen) + 1) if size(n) <= budget), default=0)
+    assert len(kept) == best
+    assert kept == chosen[:best]
+    if best:
+        assert count == tokens.count(block, MODEL) == size(best) <= budget
+    else:
+        assert (block, count) == ("", 0)
