@@ -101,7 +101,7 @@ def _litellm_factory(settings: Settings) -> Any:
 
 
 def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
-    db = Database(settings.db_path)
+    db = Database(settings.db_path, busy_timeout_ms=settings.store.sqlite_busy_timeout_ms)
     keys = KeyStore(db)
     router = UpstreamRouter(settings)
     passthrough = Passthrough(

@@ -64,6 +64,8 @@ class StoreSettings(BaseModel):
     # proxy/store/index.py): 2, the minimum, keeps that padding to at most one no-op record.
     hnsw_sync_threshold: int = Field(default=2, ge=2)
     hnsw_batch_size: int = Field(default=2, ge=2)
+    # How long a write waits for a records-database lock held by another process (then 503).
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
 
 class EmbeddingSettings(BaseModel):
@@ -72,6 +74,17 @@ class EmbeddingSettings(BaseModel):
     api_base: str | None = None
     api_key: str | None = None
     cache_dir: Path | None = None  # where the local model's ONNX graph is built; data_dir/models
+
+
+class RedactionSettings(BaseModel):
+    """Credentials are never stored as facts (proxy/services/secrets.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    api_keys: bool = True
+    card_numbers: bool = True
+    passwords: bool = True
+    patterns: list[str] = []  # more regular expressions (case-insensitive) over key: value
 
 
 class ProfileSettings(BaseModel):
@@ -83,6 +96,7 @@ class ProfileSettings(BaseModel):
     default_search_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
     default_top_k: int = Field(default=10, ge=1)
     max_top_k: int = Field(default=100, ge=1)
+    redaction: RedactionSettings = RedactionSettings()
 
 
 class RetrievalSettings(BaseModel):

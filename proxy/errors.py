@@ -52,6 +52,12 @@ class BadRequest(ProxyError):
     type = "invalid_request_error"
 
 
+class SecretValue(BadRequest):
+    """A fact that looks like a credential (``profile.redaction``): never stored."""
+
+    code = "secret_value"
+
+
 class Unauthorized(ProxyError):
     status = 401
     type = "authentication_error"

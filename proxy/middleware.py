@@ -85,19 +85,31 @@ class RequestContextMiddleware:
                 await reply(_too_large(limit))
                 return
 
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        # The whole body is read here (every route reads it whole anyway): a body over the
+        # limit is a 413 before any route sees it, whatever parses it later.
+        body = bytearray()
+        first: Message | None = None
+        while first is None:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _too_large(limit)
-            return message
+            if message["type"] != "http.request":
+                first = message  # the client went away
+            else:
+                body += message.get("body", b"")
+                if len(body) > limit:
+                    await reply(_too_large(limit))
+                    return
+                if not message.get("more_body", False):
+                    first = {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        async def replay_receive() -> Message:
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, replay_receive, send_with_id)
         except ProxyError as exc:
             if started:
                 raise

@@ -171,6 +171,35 @@ def test_chroma_failures_are_unavailable(make_index: MakeIndex) -> None:
             call()
 
 
+def test_a_transient_internal_error_on_a_query_is_retried_once(make_index: MakeIndex) -> None:
+    """The embedded client rarely fails a query under concurrent writes ("Error executing
+    plan", seen twice in a 22k-request soak): one retry; a lasting failure is Unavailable."""
+    from chromadb.errors import InternalError
+
+    index = make_index()
+    scope = Scope("acct")
+    index.upsert(scope, ["a"], unit(1), meta(1))
+    col = index._handle(collection_name(scope), create=False)
+    real = col.query
+    failures = [InternalError("Error executing plan: Internal error")]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    col.query = flaky
+    assert [i for i, _ in index.query(scope, unit(1)[0], 1)] == ["a"]
+    assert failures == []  # it did fail once
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise InternalError("Error executing plan: Internal error")
+
+    col.query = broken
+    with pytest.raises(Unavailable, match="Error executing plan"):
+        index.query(scope, unit(1)[0], 1)
+
+
 def test_segments_are_indexed_by_collection(make_index: MakeIndex, tmp_path: Path) -> None:
     """Without it every Chroma request scans all segments (slower with every scope)."""
     import sqlite3

@@ -7,14 +7,24 @@ from fastapi.responses import StreamingResponse
 
 from proxy.deps import current_account, get_services, request_id
 from proxy.models import Account
-from proxy.schemas.openai import parse_chat_request
+from proxy.schemas.openai import CHAT_REQUEST_SCHEMA, parse_chat_request
 
 router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/v1/chat/completions", summary="Create a chat completion (OpenAI-compatible)")
+@router.post(
+    "/v1/chat/completions",
+    summary="Create a chat completion (OpenAI-compatible)",
+    # The body is parsed by hand (forwarded verbatim); its schema is documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CHAT_REQUEST_SCHEMA}},
+        }
+    },
+)
 async def chat_completions(
     request: Request, account: Account = Depends(current_account)
 ) -> Response:

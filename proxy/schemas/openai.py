@@ -13,6 +13,7 @@ from proxy.errors import BadRequest
 PROXY_FIELDS = ("features", "collection_id", "wait_for_learning_seconds")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_COLLECTION_ID = 256
+MAX_WAIT_FOR_LEARNING = 20.0
 
 
 BOOL_FEATURES = (
@@ -23,6 +24,37 @@ BOOL_FEATURES = (
     "return_memory_context",
 )
 MAX_MEMORY_LIMIT = 100
+
+
+def _chat_request_schema() -> dict[str, Any]:
+    """The JSON schema of what ``parse_chat_request`` accepts (for the OpenAPI document).
+    Other OpenAI fields are allowed and forwarded as they are."""
+    scope_id = {"type": "string", "minLength": 1, "maxLength": MAX_COLLECTION_ID}
+    features: dict[str, Any] = {name: {"type": "boolean"} for name in BOOL_FEATURES}
+    features["memory_limit"] = {"type": "integer", "minimum": 1, "maximum": MAX_MEMORY_LIMIT}
+    features["collection_id"] = scope_id
+    message = {
+        "type": "object",
+        "required": ["role"],
+        "properties": {"role": {"enum": sorted(ROLES)}, "content": {"type": "string"}},
+    }
+    return {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "pattern": r"\S"},
+            "messages": {"type": "array", "minItems": 1, "items": message},
+            "stream": {"type": "boolean"},
+            "user": {"type": "string"},
+            "features": {"type": "object", "properties": features},
+            "collection_id": scope_id,
+            "wait_for_learning_seconds": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": MAX_WAIT_FOR_LEARNING,
+            },
+        },
+    }
 
 
 @dataclass(slots=True)
@@ -84,7 +116,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         if not isinstance(message, dict):
             raise BadRequest(f"'messages[{i}]' must be an object", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a dict or list is unhashable
             raise BadRequest(
                 f"'messages[{i}].role' must be one of {sorted(ROLES)}, got {role!r}",
                 param=f"messages[{i}].role",
@@ -106,9 +138,6 @@ def take_proxy_fields(body: dict[str, Any]) -> ChatRequest:
     return ChatRequest(
         body=body, features=features, collection_id=collection_id, wait_for_learning_seconds=wait
     )
-
-
-MAX_WAIT_FOR_LEARNING = 20.0
 
 
 def check_wait_seconds(value: Any, param: str = "wait_for_learning_seconds") -> float:
@@ -151,3 +180,6 @@ def parse_features(raw: Any) -> dict[str, Any]:
             )
         out["memory_limit"] = limit
     return out
+
+
+CHAT_REQUEST_SCHEMA = _chat_request_schema()

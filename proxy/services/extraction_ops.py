@@ -15,7 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.config import ProfileSettings
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, SecretValue
 from proxy.models import CATEGORIES, FactKind
 from proxy.services.fact_rules import coerce_value, normalize_key
 
@@ -174,7 +174,7 @@ def _check_one(
     if name == "delete":
         return Operation("delete", target, None, None, "static", "other", 1.0, source)
     key = _key(raw.get("key"), rules, required=name == "add")
-    value = _value(raw.get("value"), rules)
+    value = _value(raw.get("value"), rules, key)
     kind = raw.get("kind")
     if kind not in ("static", "dynamic"):
         raise _Drop("bad_kind")
@@ -205,7 +205,7 @@ def _key(raw: Any, rules: ProfileSettings, *, required: bool) -> str | None:
         raise _Drop("bad_key") from exc
 
 
-def _value(raw: Any, rules: ProfileSettings) -> str:
+def _value(raw: Any, rules: ProfileSettings, key: str | None = None) -> str:
     if (
         raw is None
         or (isinstance(raw, str | list) and not raw)
@@ -213,6 +213,8 @@ def _value(raw: Any, rules: ProfileSettings) -> str:
     ):
         raise _Drop("empty_value")
     try:
-        return coerce_value(raw, rules)
+        return coerce_value(raw, rules, key=key)
+    except SecretValue as exc:
+        raise _Drop("secret") from exc  # a credential is never learned
     except BadRequest as exc:
         raise _Drop("bad_value") from exc

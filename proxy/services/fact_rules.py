@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 
 from proxy.config import ProfileSettings
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, SecretValue
 from proxy.models import CATEGORIES
+from proxy.services.secrets import find_secret
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
@@ -32,8 +33,11 @@ def normalize_key(raw: Any, rules: ProfileSettings, param: str = "key") -> str:
     return key
 
 
-def coerce_value(raw: Any, rules: ProfileSettings, param: str = "value") -> str:
-    """A fact value as text: strings as they are, numbers/booleans as JSON, lists joined."""
+def coerce_value(
+    raw: Any, rules: ProfileSettings, param: str = "value", key: str | None = None
+) -> str:
+    """A fact value as text: strings as they are, numbers/booleans as JSON, lists joined.
+    A value (or ``key``) that looks like a credential is refused (``SecretValue``)."""
     if isinstance(raw, str):
         value = raw.strip()
     elif _is_scalar(raw):
@@ -49,6 +53,13 @@ def coerce_value(raw: Any, rules: ProfileSettings, param: str = "value") -> str:
     if len(value) > rules.max_value_chars:
         raise BadRequest(
             f"'{param}' is longer than {rules.max_value_chars} characters", param=param
+        )
+    kind = find_secret(key, value, rules.redaction)
+    if kind is not None:
+        raise SecretValue(
+            f"'{param}' looks like a credential ({kind}); credentials are not stored as facts "
+            "(see profile.redaction in the config)",
+            param=param,
         )
     return value
 

@@ -120,7 +120,7 @@ class ProfileService:
                     f"key {raw_key!r} repeats {key!r} after normalization", param=raw_key
                 )
             values[key] = (
-                None if raw_value is None else coerce_value(raw_value, self.rules, raw_key)
+                None if raw_value is None else coerce_value(raw_value, self.rules, raw_key, key)
             )
         if not values:
             raise BadRequest("the body names no profile fields to set")
@@ -193,7 +193,7 @@ class ProfileService:
 
     def create_fact(self, scope: Scope, req: FactCreate, *, request_id: str) -> Fact:
         key = normalize_key(req.key, self.rules)
-        value = coerce_value(req.value, self.rules)
+        value = coerce_value(req.value, self.rules, key=key)
         with self.records.transaction(
             scope, request_id=request_id, source=req.source or MANUAL_SOURCE
         ) as tx:
@@ -248,7 +248,8 @@ class ProfileService:
                         code="fact_exists",
                     )
             if "value" in changes:
-                updates["value"] = coerce_value(req.value, self.rules)
+                key = updates.get("key", existing.key)
+                updates["value"] = coerce_value(req.value, self.rules, key=key)
             for name in ("kind", "confidence", "source", "metadata"):
                 if name in changes and changes[name] is not None:
                     updates[name] = changes[name]

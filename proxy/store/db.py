@@ -16,6 +16,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from proxy.errors import Unavailable
+
+#: SQLite's "another connection holds the lock" codes (the busy timeout ran out).
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
 #: Schema migrations, applied in order, each once. Modules append theirs by number.
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -223,21 +228,23 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A connection for reads (autocommit: each statement sees the latest commit)."""
-        yield self._connect()
+        with _locked_is_unavailable():
+            yield self._connect()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed on success, rolled back on any exception."""
+        """One write transaction: committed on success, rolled back on any exception.
+        The file locked by another process past the busy timeout: ``Unavailable`` (503)."""
         conn = self._connect()
-        with self._write_lock:
+        with _locked_is_unavailable(), self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # also after a COMMIT that could not get its lock
+                    conn.execute("ROLLBACK")
+                raise
 
     def migrate(self) -> None:
         with self.write() as conn:
@@ -259,6 +266,20 @@ class Database:
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+@contextmanager
+def _locked_is_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) not in _BUSY:
+            raise
+        raise Unavailable(
+            "the records database is locked by another process; retry shortly",
+            code="database_locked",
+            headers={"Retry-After": "1"},
+        ) from exc
 
 
 def _split(script: str) -> Sequence[str]:

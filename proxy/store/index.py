@@ -204,10 +204,15 @@ class FactIndex:
                 try:
                     return fn(col)
                 except Exception as exc:
-                    # A cached handle to a collection dropped elsewhere: forget it, retry once.
-                    if attempt or not _is_not_found(exc):
+                    if attempt:
                         raise
-                    self._forget(name)
+                    if _is_not_found(exc):
+                        # A cached handle to a collection dropped elsewhere: forget it, retry.
+                        self._forget(name)
+                    elif not (op == "query" and _is_internal(exc)):
+                        raise
+                    # else: the embedded client's rare transient "Error executing plan" on a
+                    # query under concurrent writes (seen 2 in ~22k soak requests): retry once
         raise AssertionError("unreachable")
 
     def _handle(self, name: str, *, create: bool) -> Any:
@@ -323,6 +328,12 @@ def _is_not_found(exc: BaseException) -> bool:
     from chromadb.errors import NotFoundError
 
     return isinstance(exc, NotFoundError) or "does not exist" in str(exc)
+
+
+def _is_internal(exc: BaseException) -> bool:
+    from chromadb.errors import InternalError
+
+    return isinstance(exc, InternalError)
 
 
 @contextmanager
