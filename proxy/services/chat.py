@@ -21,10 +21,9 @@ from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
 from proxy.services.extraction import LearningQueue, chat_turn
 from proxy.services.memory import MemoryContext, MemoryService, inject
+from proxy.services.sse import DONE, relay, sse_data, sse_error
 
 log = logging.getLogger("profilo.chat")
-
-DONE = b"data: [DONE]\n\n"
 
 
 class LiteLLMChatLike(Protocol):
@@ -42,14 +41,6 @@ class ChatOutcome:
     json: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def sse_error(error: ProxyError) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps(error.envelope()) + b"\n\n"
-
-
-def sse_data(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 def chat_scope(account: Account, chat: ChatRequest, header_collection: str | None) -> Scope:
@@ -269,16 +260,7 @@ class ChatService:
         with self._metrics.upstream("chat", route.kind):
             events = await cm.__aenter__()  # errors before the stream starts: a normal error reply
 
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for event in events:
-                    yield event
-            except ProxyError as exc:
-                yield sse_error(exc)
-            finally:
-                await cm.__aexit__(None, None, None)
-
-        return ChatOutcome(stream=relay())
+        return ChatOutcome(stream=relay(events, cm))
 
     async def _via_litellm(
         self, route: Route, chat: ChatRequest, body: dict[str, Any]
@@ -293,7 +275,7 @@ class ChatService:
         with self._metrics.upstream("chat", route.kind):
             first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
 
-        async def relay() -> AsyncIterator[bytes]:
+        async def chunks_as_sse() -> AsyncIterator[bytes]:
             try:
                 if first is not None:
                     yield sse_data(first)
@@ -305,4 +287,4 @@ class ChatService:
             finally:
                 await chunks.aclose()  # type: ignore[attr-defined]
 
-        return ChatOutcome(stream=relay())
+        return ChatOutcome(stream=chunks_as_sse())

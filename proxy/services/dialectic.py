@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from proxy.config import Settings
 from proxy.errors import NotFound, ProxyError, UpstreamError
 from proxy.llm.completer import Completer, message_content
@@ -17,6 +15,7 @@ from proxy.models import Features, Scope
 from proxy.prompts import Prompts
 from proxy.schemas.dialectic import DialecticRequest
 from proxy.services.memory import MemoryContext, MemoryService
+from proxy.services.sse import DONE, sse_data, sse_error
 from proxy.store.sessions import SessionStore, Turn
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -116,13 +115,13 @@ class DialecticService:
                             delta = choice.get("delta") or {}
                             if isinstance(delta.get("content"), str):
                                 parts.append(delta["content"])
-                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    yield sse_data(chunk)
                 await asyncio.to_thread(
                     self._store, scope, prepared, req.text, "".join(parts), request_id
                 )
-                yield b"data: [DONE]\n\n"
+                yield DONE
             except ProxyError as exc:
-                yield b"event: error\ndata: " + orjson.dumps(exc.envelope()) + b"\n\n"
+                yield sse_error(exc)
 
         return prepared, relay()
 

@@ -9,7 +9,7 @@ the endpoint, or an upstream answering 404/405 there, is a clear OpenAI-style 40
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,7 +17,8 @@ import orjson
 from proxy.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
-from proxy.services.chat import ChatOutcome, sse_error
+from proxy.services.chat import ChatOutcome
+from proxy.services.sse import relay
 
 #: The model a moderation request without one is sent to (OpenAI's own default).
 DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
@@ -98,16 +99,7 @@ class OpenAIRelay:
         except UpstreamError as exc:
             raise _missing(exc, "completions", model, route) from exc
 
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for event in events:
-                    yield event
-            except ProxyError as exc:
-                yield sse_error(exc)
-            finally:
-                await cm.__aexit__(None, None, None)
-
-        return ChatOutcome(stream=relay())
+        return ChatOutcome(stream=relay(events, cm))
 
     async def model(self, model_id: str) -> bytes:
         """A configured model; any other name is asked of the default upstream."""

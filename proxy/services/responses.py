@@ -25,7 +25,7 @@ from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
 from proxy.models import Account
 from proxy.schemas.openai import ChatRequest
-from proxy.services.chat import ChatOutcome, ChatService, PendingTurn, chat_scope, sse_error
+from proxy.services.chat import ChatOutcome, ChatService, PendingTurn, chat_scope
 from proxy.services.memory import merge_text
 from proxy.services.responses_convert import (
     chat_request,
@@ -36,6 +36,7 @@ from proxy.services.responses_convert import (
 )
 from proxy.services.responses_objects import completion_to_response, list_page, output_text
 from proxy.services.responses_stream import StreamBuilder, sse_event, watch
+from proxy.services.sse import relay
 from proxy.store.responses import ResponseStore, StoredResponse
 
 
@@ -171,16 +172,7 @@ class ResponsesService:
         cm = self._passthrough.stream(url, route.api_key, payload)
         events = await cm.__aenter__()  # errors before the stream starts: a normal error reply
 
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for event in watch(events, on_event):
-                    yield event
-            except ProxyError as exc:
-                yield sse_error(exc)
-            finally:
-                await cm.__aexit__(None, None, None)
-
-        return ChatOutcome(stream=relay())
+        return ChatOutcome(stream=relay(watch(events, on_event), cm))
 
     # ---- bridge ------------------------------------------------------------------------
 
