@@ -29,7 +29,8 @@ import vcr
 from vcr.request import Request
 
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from proxy.llm.litellm_client import LiteLLMChat, map_error
+from proxy.llm.litellm_client import LiteLLMChat
+from proxy.llm.litellm_errors import map_error
 from tests.fakes.schema import validate_chunk, validate_error, validate_response
 
 ROOT = Path(__file__).resolve().parents[1]

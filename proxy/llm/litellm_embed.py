@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from proxy.errors import BadRequest
-from proxy.llm.litellm_client import map_error
+from proxy.llm.litellm_errors import map_error
 from proxy.llm.offline import import_litellm
 
 #: Request fields litellm gets (``encoding_format`` is applied here, not by the provider).
