@@ -3,7 +3,8 @@
 litellm is imported lazily, once, in a worker thread (it costs seconds) with the offline
 environment of ``proxy.llm.offline``. Its response objects are not OpenAI-schema-true as dumped
 (missing ``logprobs``/``refusal``, nulls where none are allowed, extra keys), so answers are
-rebuilt field by field. Errors come out as ``proxy.errors`` kinds, mid-stream ones included.
+rebuilt field by field (``proxy.llm.openai_shape``). Errors come out as ``proxy.errors`` kinds
+(``proxy.llm.litellm_errors``), mid-stream ones included.
 """
 
 from __future__ import annotations
