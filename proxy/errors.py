@@ -93,6 +93,28 @@ class UpstreamError(ProxyError):
 
     type = "upstream_error"
 
+    @classmethod
+    def relayed(
+        cls,
+        message: str,
+        status: int,
+        *,
+        type: Any = None,
+        code: Any = None,
+        param: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> UpstreamError:
+        """The provider's error as it came (its fields checked for type): status, message,
+        type, code, param and retry headers kept."""
+        return cls(
+            message,
+            status=status,
+            type=type if isinstance(type, str) else ("server_error" if status >= 500 else cls.type),
+            code=str(code) if isinstance(code, (str, int)) and not isinstance(code, bool) else None,
+            param=param if isinstance(param, str) else None,
+            headers=headers or {},
+        )
+
 
 class UpstreamUnreachable(ProxyError):
     status = 502

@@ -82,15 +82,8 @@ def _upstream_error(exc: BaseException, status: int) -> UpstreamError:
     if err is not None:
         message = str(err.get("message") or message)
         type_, code, param = err.get("type"), err.get("code"), err.get("param")
-    return UpstreamError(
-        message,
-        status=status,
-        type=type_
-        if isinstance(type_, str)
-        else ("server_error" if status >= 500 else "upstream_error"),
-        code=str(code) if isinstance(code, (str, int)) and not isinstance(code, bool) else None,
-        param=param if isinstance(param, str) else None,
-        headers=_retry_headers(exc),
+    return UpstreamError.relayed(
+        message, status, type=type_, code=code, param=param, headers=_retry_headers(exc)
     )
 
 

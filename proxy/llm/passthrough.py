@@ -138,16 +138,7 @@ def upstream_error(status: int, data: bytes, headers: Any) -> UpstreamError:
     for name in ("Retry-After", "retry-after-ms"):
         if name in headers:
             keep[name] = headers[name]
-    return UpstreamError(
-        message,
-        status=status,
-        type=type_
-        if isinstance(type_, str)
-        else ("server_error" if status >= 500 else "upstream_error"),
-        code=str(code) if code is not None else None,
-        param=param if isinstance(param, str) else None,
-        headers=keep,
-    )
+    return UpstreamError.relayed(message, status, type=type_, code=code, param=param, headers=keep)
 
 
 def _transport_error(exc: BaseException, *, mid_stream: bool = False) -> ProxyError:
