@@ -22,7 +22,7 @@ from proxy.models import Fact
 from proxy.services.extraction_ops import Checked, Operation
 from proxy.services.indexing import IndexSync
 from proxy.store.embedder import Embedder
-from proxy.store.facts import FactRecords, Transaction, new_fact_id
+from proxy.store.facts import FactRecords, Transaction
 from proxy.store.jobs import Job, JobStore
 
 log = logging.getLogger("profilo.learning")
@@ -162,20 +162,14 @@ class Applier:
 
     def _new_fact(self, tx: Transaction, job: Job, source: str, op: Operation) -> Fact:
         assert op.key is not None and op.value is not None
-        return Fact(
-            id=new_fact_id(),
-            account=tx.scope.account,
-            collection_id=tx.scope.collection_id,
-            key=op.key,
-            value=op.value,
+        return tx.fresh(
+            op.key,
+            op.value,
             kind=op.kind,
             category=op.category,
             confidence=op.confidence,
             source=source,
-            created_at=tx.now,
-            updated_at=tx.now,
             expires_at=self._expiry(op.kind, tx.now),
-            valid_from=tx.now,
             generated_from_request_id=job.id,
             session_id=job.payload.get("session_id"),
         )

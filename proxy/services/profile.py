@@ -18,7 +18,7 @@ from proxy.schemas.profile import DeleteByQuery, FactCreate, FactUpdate, SearchR
 from proxy.services.fact_rules import category_for, coerce_value, normalize_key
 from proxy.services.indexing import IndexSync
 from proxy.services.retrieval import Hit, Retriever, SearchOptions
-from proxy.store.facts import FactFilter, FactRecords, Transaction, new_fact_id
+from proxy.store.facts import FactFilter, FactRecords, Transaction
 
 MANUAL_SOURCE = "api"
 
@@ -154,19 +154,13 @@ class ProfileService:
                 tx.remove(existing)
                 out.deleted.append(existing)
         elif existing is None:
-            fact = Fact(
-                id=new_fact_id(),
-                account=scope.account,
-                collection_id=scope.collection_id,
-                key=key,
-                value=value,
+            fact = tx.fresh(
+                key,
+                value,
                 kind="static",
                 category=category_for(key),
                 confidence=1.0,
                 source=MANUAL_SOURCE,
-                created_at=tx.now,
-                updated_at=tx.now,
-                valid_from=tx.now,
                 generated_from_request_id=rid,
             )
             tx.add(fact)
@@ -205,19 +199,13 @@ class ProfileService:
                     param="key",
                     code="fact_exists",
                 )
-            fact = Fact(
-                id=new_fact_id(),
-                account=scope.account,
-                collection_id=scope.collection_id,
-                key=key,
-                value=value,
+            fact = tx.fresh(
+                key,
+                value,
                 kind=req.kind,
                 category=category_for(key, req.category),
                 confidence=req.confidence,
                 source=req.source or MANUAL_SOURCE,
-                created_at=tx.now,
-                updated_at=tx.now,
-                valid_from=tx.now,
                 expires_at=self._expiry(req.kind, tx.now, req.ttl_seconds),
                 generated_from_request_id=request_id,
                 session_id=req.session_id,

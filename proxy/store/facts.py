@@ -95,6 +95,20 @@ class Transaction:
         ).fetchone()
         return _row_to_fact(row) if row else None
 
+    def fresh(self, key: str, value: str, **fields: Any) -> Fact:
+        """A new fact of this scope (new id), stamped with this write's time; not added yet."""
+        return Fact(
+            id=new_fact_id(),
+            account=self.scope.account,
+            collection_id=self.scope.collection_id,
+            key=key,
+            value=value,
+            created_at=self.now,
+            updated_at=self.now,
+            valid_from=self.now,
+            **fields,
+        )
+
     # -- writes --------------------------------------------------------------------------------
     def add(self, fact: Fact) -> None:
         self._check(fact)
