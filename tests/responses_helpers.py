@@ -7,13 +7,15 @@ import typing
 from typing import Any
 
 import httpx
-from openai.types.responses import ResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel
 
 from proxy.store.db import Database
 from proxy.store.jobs import Job, JobStore
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
+from tests.fakes.upstream import DEFAULT_CONTENT
+from tests.test_memory_chat import ALICE, patch
 
 #: The SDK's typed event models by their ``type`` (the union's discriminator).
 EVENT_MODELS: dict[str, type[BaseModel]] = {
@@ -67,3 +69,31 @@ def job(proxy: Proxy, account: str, request_id: str) -> Job | None:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def memory_context_answer(proxy: Proxy) -> tuple[Response, list[dict[str, Any]]]:
+    """A non-streamed /v1/responses asking for ``return_memory_context``, through the SDK:
+    the answer, and its ``memory_context`` checked against the facts of ALICE and the
+    memory headers."""
+    patch(proxy, ALICE, "alice")
+    raw = proxy.client().responses.with_raw_response.create(
+        model="gpt-4o-mini",
+        input="Recommend a book for me",
+        extra_body={
+            "features": {"user_profile": True, "return_memory_context": True},
+            "collection_id": "alice",
+        },
+    )
+    out = raw.parse()
+    assert out.output_text == DEFAULT_CONTENT
+    context = (out.model_extra or {})["memory_context"]
+    assert len(context) == int(raw.headers["x-profilo-memory-facts"]) > 0
+    assert {item["key"]: item["value"] for item in context}.items() <= ALICE.items()
+    assert all(item["id"].startswith("fact_") for item in context)
+    without = proxy.client().responses.create(
+        model="gpt-4o-mini",
+        input="Recommend a book for me",
+        extra_body={"features": {"user_profile": True}, "collection_id": "alice"},
+    )
+    assert "memory_context" not in (without.model_extra or {})
+    return out, context

@@ -12,7 +12,7 @@ from openai.types.responses import Response
 
 from tests.conftest import UPSTREAM_KEY, Proxy, make_settings
 from tests.fakes.upstream import DEFAULT_CONTENT, FakeUpstream, error_reply, json_reply
-from tests.responses_helpers import accounts, auth, job, stream_raw
+from tests.responses_helpers import accounts, auth, job, memory_context_answer, stream_raw
 from tests.test_memory_chat import ALICE, patch
 
 REASONING = {
@@ -129,6 +129,7 @@ def test_learning_takes_new_user_input_and_output(
         assert r.headers["x-profilo-learning"] == "queued"
     queued = job(proxy, "dev", r.headers["x-profilo-request-id"])
     assert queued is not None and queued.collection_id == "bob"
+    assert queued.payload["source"] == "responses"
     assert queued.payload["messages"] == [
         {"role": "assistant", "content": "earlier answer"},
         {"role": "user", "content": "I moved to Lisbon last month"},
@@ -203,3 +204,8 @@ def test_chat_only_upstream_falls_back_to_the_bridge(make_proxy: Any, tmp_path: 
         paths = [r.path for r in chat_only.requests]
         # one probe answered 404, then chat completions only
         assert paths == ["/v1/responses", "/v1/chat/completions", "/v1/chat/completions"]
+
+
+def test_return_memory_context(proxy: Proxy, upstream: FakeUpstream) -> None:
+    memory_context_answer(proxy)
+    assert [r.path for r in upstream.requests] == ["/v1/responses"] * 2  # relayed, not bridged

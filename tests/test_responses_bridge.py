@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseFailedEvent
 
 from tests.conftest import Proxy
 from tests.fakes.upstream import (
@@ -23,7 +23,7 @@ from tests.fakes.upstream import (
     tool_call,
     tool_call_delta,
 )
-from tests.responses_helpers import accounts, auth, job, stream_raw
+from tests.responses_helpers import accounts, auth, job, memory_context_answer, stream_raw
 from tests.test_memory_chat import ALICE, patch
 
 WEATHER_TOOL = {
@@ -200,6 +200,7 @@ def test_memory_in_instructions_through_the_bridge(
         "role": "assistant",
         "content": DEFAULT_CONTENT,
     }
+    assert queued.payload["source"] == "responses"
 
 
 def test_tenancy_of_stored_responses(bridged: Proxy, upstream: FakeUpstream) -> None:
@@ -249,10 +250,36 @@ def test_unsupported_tool_types_are_a_clear_400(bridged: Proxy, upstream: FakeUp
     assert not upstream.requests
 
 
-def test_upstream_failure_mid_stream_is_an_error_event(
+def test_upstream_failure_mid_stream_is_a_failed_response(
     bridged: Proxy, upstream: FakeUpstream
 ) -> None:
+    """As OpenAI: the stream ends with ``response.failed`` (status failed, an ``error``), and
+    the failed response is stored; no learning from a failed answer."""
     upstream.script(sse_reply(chat_chunks(["Hello", " there", " friend"]), drop_after=2))
-    _r, events = stream_raw(bridged, {"model": "gpt-4o-mini", "input": "hi"})
-    assert events[-1]["type"] == "error"
-    assert "response.completed" not in [e["type"] for e in events]
+    body = {"model": "gpt-4o-mini", "input": "hi", "features": {"user_profile": True}}
+    r, events = stream_raw(bridged, body)
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "response.failed"
+    assert "response.completed" not in kinds and "error" not in kinds
+    failed = ResponseFailedEvent.model_validate(events[-1]).response
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.code == "server_error" and failed.error.message
+    streamed = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert streamed and failed.output_text == streamed  # what was streamed, kept
+    assert [o.status for o in failed.output] == ["incomplete"]
+    got = httpx.get(bridged.base_url + f"/responses/{failed.id}", timeout=30)
+    assert got.json() == events[-1]["response"]
+    assert job(bridged, "dev", r.headers["x-profilo-request-id"]) is None
+    # the SDK reads it as its typed terminal event
+    upstream.script(sse_reply(chat_chunks(["Hello", " there", " friend"]), drop_after=2))
+    stream = bridged.client().responses.create(model="gpt-4o-mini", input="hi", stream=True)
+    last = list(stream)[-1]
+    assert last.type == "response.failed"
+    assert last.response.status == "failed" and last.response.error is not None
+
+
+def test_return_memory_context_through_the_bridge(bridged: Proxy, upstream: FakeUpstream) -> None:
+    out, _context = memory_context_answer(bridged)
+    assert all(r.path.endswith("/chat/completions") for r in upstream.requests)
+    stored = httpx.get(bridged.base_url + f"/responses/{out.id}", timeout=30).json()
+    assert "memory_context" not in stored  # an answer's extra, not part of the response

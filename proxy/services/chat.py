@@ -63,6 +63,19 @@ class PendingTurn:
     messages: list[dict[str, Any]]  # the client's messages (before memory injection)
     model: str
     wait: float
+    source: str = "chat"  # the job's source: which endpoint the turn came through
+
+
+def with_memory_context(answer: bytes, ctx: MemoryContext) -> bytes:
+    """A JSON answer with ``memory_context`` (the facts injected) added; not an object: as is."""
+    try:
+        obj = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return answer
+    if not isinstance(obj, dict):
+        return answer
+    obj["memory_context"] = ctx.as_json()
+    return orjson.dumps(obj)
 
 
 def _choice0_delta(data: bytes) -> str | None:
@@ -192,10 +205,7 @@ class ChatService:
                 outcome.stream = self._learn_after_stream(outcome.stream, turn)
                 outcome.headers["X-Profilo-Learning"] = "on"
         if ctx is not None and features.return_memory_context and outcome.json is not None:
-            answer = orjson.loads(outcome.json)
-            if isinstance(answer, dict):
-                answer["memory_context"] = ctx.as_json()
-                outcome.json = orjson.dumps(answer)
+            outcome.json = with_memory_context(outcome.json, ctx)
         return outcome
 
     async def learn(self, turn: PendingTurn, reply: str | None) -> str:
@@ -205,7 +215,7 @@ class ChatService:
         messages = chat_turn(turn.messages, reply, self._max_message_chars)
         if messages is None:
             return "skipped"
-        payload = {"messages": messages, "source": "chat", "model": turn.model}
+        payload = {"messages": messages, "source": turn.source, "model": turn.model}
         try:
             await self._learning.enqueue(turn.request_id, turn.scope, payload)
             if turn.wait <= 0:

@@ -25,8 +25,14 @@ from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
 from proxy.models import Account
 from proxy.schemas.openai import ChatRequest
-from proxy.services.chat import ChatOutcome, ChatService, PendingTurn, chat_scope
-from proxy.services.memory import merge_text
+from proxy.services.chat import (
+    ChatOutcome,
+    ChatService,
+    PendingTurn,
+    chat_scope,
+    with_memory_context,
+)
+from proxy.services.memory import MemoryContext, merge_text
 from proxy.services.responses_convert import (
     chat_request,
     items_to_messages,
@@ -70,14 +76,14 @@ class ResponsesService:
         instructions: str | None = body.get("instructions")
         features = self._chat.features(account, req)
         turn: PendingTurn | None = None
+        ctx: MemoryContext | None = None
         if features.any or features.learning:
             scope = chat_scope(account, req, header_collection)
             messages = items_to_messages(items, strict=False)
             if features.learning:
                 rid = request_id or "req_" + uuid.uuid4().hex
-                turn = PendingTurn(
-                    rid, account.id, scope, messages, req.model, req.wait_for_learning_seconds
-                )
+                wait = req.wait_for_learning_seconds
+                turn = PendingTurn(rid, account.id, scope, messages, req.model, wait, "responses")
             if features.any:
                 ctx = await self._chat.remember(scope, features, messages, req.model, headers)
                 if ctx is not None and ctx.block:
@@ -109,6 +115,8 @@ class ResponsesService:
         outcome.headers.update(headers)
         if turn is not None:
             outcome.headers.setdefault("X-Profilo-Learning", "on")
+        if ctx is not None and features.return_memory_context and outcome.json is not None:
+            outcome.json = with_memory_context(outcome.json, ctx)
         return outcome
 
     async def _previous(self, account: Account, prev_id: str | None) -> StoredResponse | None:
@@ -249,8 +257,10 @@ class ResponsesService:
                 if turn is not None and response["status"] == "completed":
                     await self._chat.learn(turn, output_text(response))
                 yield sse_event(builder.terminal(response))
-            except ProxyError as exc:
-                yield sse_event(builder.error(exc.message, exc.code))
+            except ProxyError as exc:  # after the stream started: a failed response
+                failed = builder.failed(exc)
+                await self._save(account, body, items, failed)
+                yield sse_event(builder.terminal(failed))
             finally:
                 await chunks.aclose()  # type: ignore[attr-defined]
 

@@ -66,16 +66,17 @@ def response_object(
     output: list[dict[str, Any]],
     usage: dict[str, Any] | None = None,
     incomplete: str | None = None,
+    error: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A ``response`` object echoing the request's settings (the client's ``instructions``,
-    not the memory block)."""
+    not the memory block); ``error`` ({code, message}) for a failed one."""
     text: dict[str, Any] = body["text"] if isinstance(body.get("text"), dict) else {}
     return {
         "id": response_id,
         "object": "response",
         "created_at": int(created_at),
         "status": status,
-        "error": None,
+        "error": error,
         "incomplete_details": {"reason": incomplete} if incomplete else None,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),

@@ -4,7 +4,9 @@
 per output item ``output_item.added`` (+ ``content_part.added``), its deltas
 (``output_text.delta`` / ``function_call_arguments.delta``), then at the end of the answer
 every item's ``.done`` events, and the final ``response.completed`` (or
-``response.incomplete``). Every event carries a ``sequence_number``.
+``response.incomplete``). An upstream failure after the stream started ends it with
+``response.failed``: the response so far (items ``incomplete``), status ``failed`` and its
+``error``. Every event carries a ``sequence_number``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import ProxyError
 from proxy.services.responses_objects import (
     call_item,
     message_item,
@@ -39,6 +42,14 @@ class _Item:
     text: list[str] = field(default_factory=list)
     call_id: str = ""
     name: str = ""
+
+
+def _done(item: _Item, status: str) -> dict[str, Any]:
+    """The output item ``item`` has become, with ``status``."""
+    text = "".join(item.text)
+    if item.kind == "message":
+        return message_item(text, item_id=item.item_id, status=status)
+    return call_item(item.call_id, item.name, text, item_id=item.item_id, status=status)
 
 
 class StreamBuilder:
@@ -165,8 +176,8 @@ class StreamBuilder:
         output: list[dict[str, Any]] = []
         for item in self._items:
             text = "".join(item.text)
+            done = _done(item, "completed")
             if item.kind == "message":
-                done = message_item(text, item_id=item.item_id)
                 part = done["content"][0]
                 events.append(
                     self._event(
@@ -188,7 +199,6 @@ class StreamBuilder:
                     )
                 )
             else:
-                done = call_item(item.call_id, item.name, text, item_id=item.item_id)
                 events.append(
                     self._event(
                         "response.function_call_arguments.done",
@@ -211,12 +221,19 @@ class StreamBuilder:
         )
         return events, response
 
-    def terminal(self, response: dict[str, Any]) -> dict[str, Any]:
-        kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
-        return self._event(kind, response=response)
+    def failed(self, exc: ProxyError) -> dict[str, Any]:
+        """The failed response: what was streamed so far, each item ``incomplete``, and
+        OpenAI's ``error``: ``server_error`` (the code OpenAI gives a failure mid-answer; its
+        rate limits come before a stream starts, as an HTTP 429) and the message."""
+        output = [_done(item, "incomplete") for item in self._items]
+        error = {"code": "server_error", "message": exc.message}
+        return self._response("failed", output, usage=self._usage, error=error)
 
-    def error(self, message: str, code: str | None) -> dict[str, Any]:
-        return self._event("error", message=message, code=code, param=None)
+    def terminal(self, response: dict[str, Any]) -> dict[str, Any]:
+        kind = {"completed": "response.completed", "failed": "response.failed"}.get(
+            response["status"], "response.incomplete"
+        )
+        return self._event(kind, response=response)
 
 
 async def watch(events: AsyncIterator[bytes], on_event: OnEvent) -> AsyncIterator[bytes]:
