@@ -1,14 +1,22 @@
 """A bounded soak: mixed chat / profile traffic through a real ``profilo serve`` on loopback.
 
     python -m bench.soak --requests 20000 --duration 600 [--concurrency 8] [--users 50]
+                         [--fixed-profiles] [--sample-every 30] [--warmup S]
 
 Stops at whichever bound comes first. The upstream is ``bench.upstream`` (a fast fake); the
 proxy runs as ``profilo serve`` in its own process with its own data dir. The traffic mixes
 chat (JSON and SSE, with memory and user_profile, turns queued for learning), profile writes
 (PATCH, POST facts, DELETE), reads (GET profile, list facts), search and dialectic, over
 ``--users`` collections. Reports errors (any non-2xx or transport error), latency percentiles
-per kind, the proxy's RSS at start / end and its growth per 10 minutes. Exit status 1 when
-there was any error. No timing is asserted anywhere (tests/test_soak.py runs a short form).
+per kind, the proxy's RSS at start / after warm-up / end, its slope after warm-up in MiB per
+10 minutes (total, anonymous and file-backed: ``bench.rss``) and a sample every
+``--sample-every`` seconds. Exit status 1 when there was any error. No timing is asserted
+anywhere (tests/test_soak.py runs a short form).
+
+``--fixed-profiles`` separates data growth from leaks: every user's profile is seeded first
+(each topic PATCHed, ``SEED_FACTS`` facts written), then the traffic only reads it -- chat with
+memory and user_profile but ``learning: false``, profile reads, search, dialectic -- so the
+data set the proxy serves is constant and any RSS trend after warm-up is the process's own.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import rss
 from bench.bench_proxy import start_proxy, start_upstream
 from bench.common import new_session, pct
 
@@ -42,15 +51,18 @@ MIX = [
     ("search", 10),
     ("dialectic", 5),
 ]
+#: The mix of ``--fixed-profiles``: nothing that writes a fact.
+FIXED_MIX = [
+    ("chat", 30),
+    ("chat_stream", 15),
+    ("get_profile", 15),
+    ("list_facts", 10),
+    ("search", 20),
+    ("dialectic", 10),
+]
+#: Facts written per user before a ``--fixed-profiles`` run (besides one PATCH per topic).
+SEED_FACTS = 4
 TOPICS = ["jazz", "sailing", "Lisbon", "vegetarian food", "chess", "running", "Python", "cats"]
-
-
-def rss_kib(pid: int) -> int:
-    """The process's resident set size, in KiB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 @dataclass
@@ -58,16 +70,14 @@ class Result:
     requests: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    rss_kib: list[tuple[float, int]] = field(default_factory=list)  # (seconds, KiB)
+    samples: list[rss.RssSample] = field(default_factory=list)
     seconds: float = 0.0
 
-    def summary(self) -> dict[str, Any]:
-        """RSS growth is measured after a warm-up (the first third of the run: per-user
-        indexes load, caches fill) and scaled to 10 minutes."""
-        start = self.rss_kib[0][1] if self.rss_kib else 0
-        end_t, end = self.rss_kib[-1] if self.rss_kib else (0.0, 0)
-        warm_t, warm = next(((t, v) for t, v in self.rss_kib if t >= end_t / 3), (end_t, end))
-        per_10min = (end - warm) / (end_t - warm_t) * 600 / 1024 if end_t > warm_t else 0.0
+    def summary(self, warmup: float | None = None, every: float = 30.0) -> dict[str, Any]:
+        """RSS growth is measured after a warm-up (by default the first third of the run:
+        per-user indexes load, caches fill) and scaled to 10 minutes."""
+        warm = self.seconds / 3 if warmup is None else warmup
+        memory = rss.trend(self.samples, warmup=warm, every=every)
         everything = [x for values in self.latencies.values() for x in values]
         return {
             "requests": self.requests,
@@ -75,10 +85,8 @@ class Result:
             "error_kinds": dict(self.errors),
             "seconds": round(self.seconds, 1),
             "rps": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
-            "rss_start_mib": round(start / 1024, 1),
-            "rss_warm_mib": round(warm / 1024, 1),
-            "rss_end_mib": round(end / 1024, 1),
-            "rss_growth_mib_per_10min": round(per_10min, 1),
+            **{k: v for k, v in memory.items() if k != "rss_samples"},
+            "rss_growth_mib_per_10min": memory.get("rss_slope_mib_per_10min", 0.0),
             "latency_ms": {
                 kind: {
                     "n": len(values),
@@ -88,18 +96,31 @@ class Result:
                 }
                 for kind, values in sorted({**self.latencies, "all": everything}.items())
             },
+            "rss_samples": memory.get("rss_samples", []),
         }
 
 
 class Traffic:
-    def __init__(self, url: str, users: int, seed: int) -> None:
+    def __init__(self, url: str, users: int, seed: int, *, fixed: bool = False) -> None:
         self.url = url
         self.users = [f"soak-user-{i}" for i in range(users)]
         self.rng = random.Random(seed)
         self.fact_ids: dict[str, list[str]] = defaultdict(list)
+        self.fixed = fixed
+        self.mix = FIXED_MIX if fixed else MIX
+
+    async def seed(self, session: aiohttp.ClientSession) -> None:
+        """Every user's profile: each topic PATCHed, ``SEED_FACTS`` facts written."""
+        for user in self.users:
+            scoped = {"collection_id": user}
+            body = {f"likes_{t.split()[0].lower()}": f"Enjoys {t}" for t in TOPICS}
+            async with session.patch(self.url + "/v1/profile", params=scoped, json=body) as r:
+                _ok(r.status, await r.read())
+            for _ in range(SEED_FACTS):
+                await self.one(session, "create_fact", user)
 
     def pick(self) -> tuple[str, str]:
-        kinds, weights = zip(*MIX, strict=True)
+        kinds, weights = zip(*self.mix, strict=True)
         return self.rng.choices(kinds, weights)[0], self.rng.choice(self.users)
 
     async def one(self, session: aiohttp.ClientSession, kind: str, user: str) -> None:
@@ -110,7 +131,7 @@ class Traffic:
             body = {
                 "model": "bench-model",
                 "messages": [{"role": "user", "content": f"Tell me something about {topic}"}],
-                "features": {"memory": True, "user_profile": True},
+                "features": {"memory": True, "user_profile": True, "learning": not self.fixed},
                 "stream": kind == "chat_stream",
                 **scoped,
             }
@@ -158,17 +179,28 @@ def _ok(status: int, data: bytes) -> None:
 
 
 async def drive(
-    url: str, pid: int, *, requests: int, duration: float, concurrency: int, users: int, seed: int
+    url: str,
+    pid: int,
+    *,
+    requests: int,
+    duration: float,
+    concurrency: int,
+    users: int,
+    seed: int,
+    fixed: bool = False,
 ) -> Result:
-    traffic = Traffic(url, users, seed)
+    traffic = Traffic(url, users, seed, fixed=fixed)
     result = Result()
+    if fixed:
+        async with new_session(concurrency) as session:
+            await traffic.seed(session)
     started = time.monotonic()
     deadline = started + duration
     issued = 0
 
     async def sampler() -> None:
         while True:
-            result.rss_kib.append((time.monotonic() - started, rss_kib(pid)))
+            result.samples.append(rss.read(pid, time.monotonic() - started))
             await asyncio.sleep(1.0)
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -190,7 +222,7 @@ async def drive(
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     sampling.cancel()
     result.seconds = time.monotonic() - started
-    result.rss_kib.append((result.seconds, rss_kib(pid)))
+    result.samples.append(rss.read(pid, result.seconds))
     return result
 
 
@@ -201,6 +233,9 @@ def run(
     concurrency: int = 8,
     users: int = 50,
     seed: int = 1,
+    fixed_profiles: bool = False,
+    sample_every: float = 30.0,
+    warmup: float | None = None,
     log_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Start an upstream and a proxy, drive the traffic, stop them; the summary."""
@@ -227,13 +262,14 @@ def run(
                         concurrency=concurrency,
                         users=users,
                         seed=seed,
+                        fixed=fixed_profiles,
                     )
                 )
             finally:
                 proxy.stop()
         finally:
             upstream.stop()
-    return result.summary()
+    return {"fixed_profiles": fixed_profiles, **result.summary(warmup, sample_every)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--fixed-profiles",
+        action="store_true",
+        help="seed every profile first, then only read it (learning off): a constant data set",
+    )
+    parser.add_argument("--sample-every", type=float, default=30.0, help="RSS curve, seconds")
+    parser.add_argument(
+        "--warmup", type=float, default=None, help="seconds before the slope (default: a third)"
+    )
     args = parser.parse_args(argv)
     summary = run(
         requests=args.requests,
@@ -250,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         users=args.users,
         seed=args.seed,
+        fixed_profiles=args.fixed_profiles,
+        sample_every=args.sample_every,
+        warmup=args.warmup,
     )
     print(json.dumps(summary, indent=2))
     return 1 if summary["errors"] else 0

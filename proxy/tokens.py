@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import threading
 
 import tiktoken
 
@@ -17,25 +16,25 @@ def _encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
+#: Model names whose encoding is remembered: the name comes from the request body, so the
+#: memo is bounded (a client sending a new name per request must not grow the process).
+MODEL_NAMES_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=MODEL_NAMES_KEPT)
+def _encoding_name(model: str) -> str:
+    try:
+        name = tiktoken.encoding_name_for_model(model.rsplit("/", 1)[-1])
+    except KeyError:
+        return FALLBACK
+    return name if name in BUNDLED else FALLBACK
+
+
 class TokenCounter:
     """Counts tokens in the target model's encoding (cl100k for models tiktoken doesn't know)."""
 
-    def __init__(self) -> None:
-        self._names: dict[str, str] = {}
-        self._lock = threading.Lock()
-
     def encoding_name(self, model: str) -> str:
-        name = self._names.get(model)
-        if name is None:
-            try:
-                name = tiktoken.encoding_name_for_model(model.rsplit("/", 1)[-1])
-            except KeyError:
-                name = FALLBACK
-            if name not in BUNDLED:
-                name = FALLBACK
-            with self._lock:
-                self._names[model] = name
-        return name
+        return _encoding_name(model)
 
     def count(self, text: str, model: str) -> int:
         return len(_encoding(self.encoding_name(model)).encode(text, disallowed_special=()))

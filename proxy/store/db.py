@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from proxy.errors import Unavailable
@@ -201,7 +201,7 @@ class Database:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # owner, connection
         self._lock = threading.Lock()
         # Writers of this process queue here (woken at once on release) rather than in
         # SQLite's busy handler, which sleeps in growing steps: tens of ms of tail latency.
@@ -222,8 +222,22 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             self._local.conn = conn
             with self._lock:
-                self._all.append(conn)
+                self._close_orphans()
+                self._all.append((threading.current_thread(), conn))
         return conn
+
+    def _close_orphans(self) -> None:
+        """Close the connections of threads that have ended (under ``_lock``). Thread pools
+        retire idle threads (anyio's after 10 s): without this, every burst after a pause
+        would leave one open connection, its page cache and file handles per new thread."""
+        alive = []
+        for thread, conn in self._all:
+            if thread.is_alive():
+                alive.append((thread, conn))
+            else:
+                with suppress(sqlite3.Error):
+                    conn.close()
+        self._all = alive
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -259,7 +273,7 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
-            for conn in self._all:
+            for _, conn in self._all:
                 try:
                     conn.close()
                 except sqlite3.Error:

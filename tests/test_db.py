@@ -1,0 +1,81 @@
+"""proxy.store.db: one connection per thread, and none left behind by threads that ended."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from proxy.store.db import Database
+
+
+def open_handles(path: Path) -> int:
+    """This process's open file descriptors on ``path`` (one per SQLite connection)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                count += 1
+        except OSError:  # closed while listing
+            pass
+    return count
+
+
+def test_threads_that_end_leave_no_connection_open(tmp_path: Path) -> None:
+    """Thread pools retire idle threads and start new ones: the connections must not pile up."""
+    db = Database(tmp_path / "p.sqlite3")
+    try:
+        with db.write() as conn:
+            conn.execute("CREATE TABLE t (x INTEGER)")
+
+        def use() -> None:
+            with db.write() as conn:
+                conn.execute("INSERT INTO t VALUES (1)")
+            with db.read() as conn:
+                conn.execute("SELECT count(*) FROM t").fetchone()
+
+        def threads(n: int) -> None:  # n short-lived threads, one after the other
+            for _ in range(n):
+                thread = threading.Thread(target=use)
+                thread.start()
+                thread.join()
+
+        threads(10)
+        after_10 = open_handles(tmp_path / "p.sqlite3")
+        threads(40)
+        # bounded, not one per thread that ever ran: this thread's connection, the last
+        # thread's (closed by the next newcomer) and a descriptor SQLite keeps for reuse
+        assert open_handles(tmp_path / "p.sqlite3") == after_10 <= 3
+        with db.read() as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 50  # nothing lost
+    finally:
+        db.close()
+    assert open_handles(tmp_path / "p.sqlite3") == 0
+
+
+def test_connections_of_live_threads_are_kept(tmp_path: Path) -> None:
+    db = Database(tmp_path / "p.sqlite3")
+    ready, release = threading.Barrier(5), threading.Event()
+    seen: list[int] = []
+
+    def hold() -> None:
+        with db.read() as conn:
+            seen.append(id(conn))
+        ready.wait()
+        release.wait()
+        with db.read() as conn:  # the same connection as before: still open, still usable
+            assert id(conn) in seen
+            conn.execute("SELECT 1").fetchone()
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    with db.read() as conn:  # a new connection while 4 threads hold theirs
+        conn.execute("SELECT 1").fetchone()
+    release.set()
+    for thread in threads:
+        thread.join()
+    db.close()
+    assert len(set(seen)) == 4
