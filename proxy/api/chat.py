@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
 
+from proxy.api.replies import outcome_response
 from proxy.deps import current_account, get_services, request_id
 from proxy.models import Account
 from proxy.schemas.openai import CHAT_REQUEST_SCHEMA, parse_chat_request
 
 router = APIRouter()
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post(
@@ -32,10 +30,4 @@ async def chat_completions(
     outcome = await get_services(request).chat.complete(
         chat, account, request.headers.get("x-collection-id"), request_id(request)
     )
-    if outcome.stream is not None:
-        return StreamingResponse(
-            outcome.stream,
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **outcome.headers},
-        )
-    return Response(outcome.json, media_type="application/json", headers=outcome.headers)
+    return outcome_response(outcome)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
 
+from proxy.api.replies import event_stream
 from proxy.deps import current_account, get_services, request_id, scope_for
 from proxy.models import Account
 from proxy.schemas.dialectic import DialecticRequest
@@ -31,11 +31,10 @@ async def dialectic(
     if req.stream:
         prepared, events = await service.ask_stream(scope, req, request_id=request_id(request))
         headers = {
-            "Cache-Control": "no-cache",
             "X-Profilo-Session-Id": prepared.session_id,
             "X-Profilo-Fact-Ids": ",".join(c.fact.id for c in prepared.context.chosen),
         }
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return event_stream(events, headers)
     answer = await service.ask(scope, req, request_id=request_id(request))
     return {
         "assistant_message": answer.text,

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
 
-from proxy.api.chat import SSE_HEADERS
+from proxy.api.replies import json_bytes, outcome_response
 from proxy.deps import current_account, get_services, request_id
 from proxy.models import Account
 from proxy.schemas.responses import parse_responses_request
 
 router = APIRouter()
-
-
-def _json(body: bytes, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post("/v1/responses", summary="Create a model response (OpenAI Responses API)")
@@ -25,28 +20,21 @@ async def create_response(
     outcome = await get_services(request).responses.create(
         req, account, request.headers.get("x-collection-id"), request_id(request)
     )
-    if outcome.stream is not None:
-        return StreamingResponse(
-            outcome.stream,
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **outcome.headers},
-        )
-    assert outcome.json is not None
-    return _json(outcome.json, outcome.headers)
+    return outcome_response(outcome)
 
 
 @router.get("/v1/responses/{response_id}", summary="Get a stored response")
 async def get_response(
     response_id: str, request: Request, account: Account = Depends(current_account)
 ) -> Response:
-    return _json(await get_services(request).responses.get(account, response_id))
+    return json_bytes(await get_services(request).responses.get(account, response_id))
 
 
 @router.delete("/v1/responses/{response_id}", summary="Delete a stored response")
 async def delete_response(
     response_id: str, request: Request, account: Account = Depends(current_account)
 ) -> Response:
-    return _json(await get_services(request).responses.delete(account, response_id))
+    return json_bytes(await get_services(request).responses.delete(account, response_id))
 
 
 @router.get("/v1/responses/{response_id}/input_items", summary="List a response's input items")
@@ -56,4 +44,4 @@ async def list_input_items(
     body = await get_services(request).responses.input_items(
         account, response_id, request.url.query, dict(request.query_params)
     )
-    return _json(body)
+    return json_bytes(body)
