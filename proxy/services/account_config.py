@@ -1,19 +1,45 @@
-"""The account's config: validated on the way in, defaults when nothing was set."""
+"""The account's config: validated on the way in, defaults when nothing was set.
+
+Every chat request reads its account's feature defaults, so configs are kept in memory once
+read (bounded, least recently used out) and replaced on every write through this service,
+the only writer: one process serves one data dir. Callers treat the result as read-only."""
 
 from __future__ import annotations
+
+import threading
+from collections import OrderedDict
 
 from proxy.schemas.profile import AccountConfig
 from proxy.store.account_config import AccountConfigStore
 
 
 class AccountConfigService:
-    def __init__(self, store: AccountConfigStore) -> None:
+    def __init__(self, store: AccountConfigStore, cache_size: int = 4096) -> None:
         self._store = store
+        self._cache: OrderedDict[str, AccountConfig] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def get(self, account: str) -> AccountConfig:
-        raw = self._store.get(account)
-        return AccountConfig.model_validate(raw) if raw is not None else AccountConfig()
+        # Reads and writes of the store happen under the lock, so a read racing a write can
+        # never cache the value the write replaced (a miss costs one small SQLite read).
+        with self._lock:
+            if account in self._cache:
+                self._cache.move_to_end(account)
+                return self._cache[account]
+            raw = self._store.get(account)
+            config = AccountConfig.model_validate(raw) if raw is not None else AccountConfig()
+            self._remember(account, config)
+            return config
 
     def put(self, account: str, config: AccountConfig) -> AccountConfig:
-        self._store.put(account, config.model_dump())
+        with self._lock:
+            self._store.put(account, config.model_dump())
+            self._remember(account, config)
         return config
+
+    def _remember(self, account: str, config: AccountConfig) -> None:
+        self._cache[account] = config
+        self._cache.move_to_end(account)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
