@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -114,6 +114,10 @@ class RetrievalSettings(BaseModel):
     common_words: Literal["average", "drop", "keep"] = "drop"
 
 
+#: An HTTP header name (RFC 9110 token).
+HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+
+
 class MemorySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     threshold: float = Field(default=0.35, ge=0.0, le=1.0)
@@ -123,6 +127,9 @@ class MemorySettings(BaseModel):
     max_profile_facts: int = Field(default=50, ge=0)
     timeout_seconds: float = Field(default=1.0, gt=0)
     template: Path | None = None
+    # Request headers that name the end user, first present wins (after the body's collection_id,
+    # before OpenAI's user): e.g. X-OpenWebUI-User-Id for Open WebUI.
+    user_headers: list[HeaderName] = ["X-Collection-Id"]
 
 
 class LearningSettings(BaseModel):

@@ -7,6 +7,7 @@ import logging
 from fastapi import Request
 
 from proxy.errors import BadRequest, Unauthorized
+from proxy.identity import end_user_id, header_end_user
 from proxy.models import Account, Scope
 from proxy.services.container import Services
 
@@ -55,6 +56,10 @@ def scope_for(account: Account, *candidates: str | None) -> Scope:
         )
     collection_id = given.pop() if given else None
     if collection_id is not None:
-        if not collection_id.strip() or len(collection_id) > 256:
-            raise BadRequest("'collection_id' must be 1-256 characters", param="collection_id")
+        collection_id = end_user_id(collection_id)
     return Scope(account.id, collection_id)
+
+
+def user_header(request: Request) -> tuple[str, str] | None:
+    """The first configured end-user header (``memory.user_headers``) the request carries."""
+    return header_end_user(request.headers, get_services(request).settings.memory.user_headers)

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.errors import PayloadTooLarge, ProxyError
 from proxy.logging_setup import request_id_var
 from proxy.metrics import UNMATCHED, Metrics
+from proxy.text_check import check_request_text
 
 log = logging.getLogger("profilo.http")
 access = logging.getLogger("profilo.access")
@@ -100,6 +101,11 @@ class RequestContextMiddleware:
                     return
                 if not message.get("more_body", False):
                     first = {"type": "http.request", "body": bytes(body), "more_body": False}
+        try:  # every text a client sends, checked once before any route parses it
+            check_request_text(scope, body)
+        except ProxyError as exc:
+            await reply(exc)
+            return
 
         async def replay_receive() -> Message:
             nonlocal first

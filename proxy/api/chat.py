@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from proxy.api.replies import outcome_response
-from proxy.deps import current_account, get_services, request_id
+from proxy.deps import current_account, get_services, request_id, user_header
 from proxy.models import Account
 from proxy.schemas.openai import CHAT_REQUEST_SCHEMA, parse_chat_request
 
@@ -28,6 +28,6 @@ async def chat_completions(
 ) -> Response:
     chat = parse_chat_request(await request.body())
     outcome = await get_services(request).chat.complete(
-        chat, account, request.headers.get("x-collection-id"), request_id(request)
+        chat, account, user_header(request), request_id(request)
     )
     return outcome_response(outcome)

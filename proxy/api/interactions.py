@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from proxy.api.profile import change_json
 from proxy.deps import current_account, get_services, request_id, scope_for
 from proxy.errors import BadRequest, NotFound
+from proxy.identity import ID_SCHEMA
 from proxy.models import Account
 from proxy.schemas.openai import MAX_WAIT_FOR_LEARNING
 from proxy.schemas.profile import iso
@@ -41,8 +42,9 @@ class InteractionMessage(BaseModel):
 
 class PublishInteractions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    collection_id: str | None = Field(default=None, min_length=1, max_length=256)
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    # checked by scope_for (proxy/identity.py): one rule wherever an id comes from
+    collection_id: str | None = Field(default=None, json_schema_extra=ID_SCHEMA)
+    user_id: str | None = Field(default=None, json_schema_extra=ID_SCHEMA)
     interaction_data_list: list[InteractionMessage] | None = Field(default=None, max_length=200)
     interactions: list[InteractionMessage] | None = Field(default=None, max_length=200)
     messages: list[InteractionMessage] | None = Field(default=None, max_length=200)

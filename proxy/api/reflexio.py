@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from proxy.api import interactions
 from proxy.deps import current_account, get_services, request_id, scope_for
 from proxy.errors import NotFound
+from proxy.identity import ID_SCHEMA
 from proxy.models import Account
 from proxy.schemas.profile import FACT_ID_PATTERN, AccountConfig, DeleteByQuery, SearchRequest
 from proxy.schemas.reflexio import (
@@ -87,7 +88,7 @@ def get_profiles(
 def profile_change_log(
     request: Request,
     account: Account = Depends(current_account),
-    user_id: str | None = Query(None, min_length=1, max_length=256),
+    user_id: str | None = Query(None, json_schema_extra=ID_SCHEMA),
     limit: int = Query(500, ge=1, le=5000),
 ) -> dict[str, Any]:
     changes = get_services(request).changes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from proxy.api.replies import json_bytes, outcome_response
-from proxy.deps import current_account, get_services, request_id
+from proxy.deps import current_account, get_services, request_id, user_header
 from proxy.models import Account
 from proxy.schemas.responses import parse_responses_request
 
@@ -18,7 +18,7 @@ async def create_response(
 ) -> Response:
     req = parse_responses_request(await request.body())
     outcome = await get_services(request).responses.create(
-        req, account, request.headers.get("x-collection-id"), request_id(request)
+        req, account, user_header(request), request_id(request)
     )
     return outcome_response(outcome)
 

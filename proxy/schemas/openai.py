@@ -8,11 +8,11 @@ from typing import Any
 import orjson
 
 from proxy.errors import BadRequest
+from proxy.identity import ID_SCHEMA, optional_end_user_id
 
 #: Fields that belong to the proxy: taken out before a request is forwarded.
 PROXY_FIELDS = ("features", "collection_id", "wait_for_learning_seconds")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-MAX_COLLECTION_ID = 256
 MAX_WAIT_FOR_LEARNING = 20.0
 
 
@@ -29,7 +29,7 @@ MAX_MEMORY_LIMIT = 100
 def _chat_request_schema() -> dict[str, Any]:
     """The JSON schema of what ``parse_chat_request`` accepts (for the OpenAPI document).
     Other OpenAI fields are allowed and forwarded as they are."""
-    scope_id = {"type": "string", "minLength": 1, "maxLength": MAX_COLLECTION_ID}
+    scope_id = {"type": "string", **ID_SCHEMA}
     features: dict[str, Any] = {name: {"type": "boolean"} for name in BOOL_FEATURES}
     features["memory_limit"] = {"type": "integer", "minimum": 1, "maximum": MAX_MEMORY_LIMIT}
     features["collection_id"] = scope_id
@@ -66,6 +66,8 @@ class ChatRequest:
 
     @property
     def user(self) -> str | None:
+        """OpenAI's ``user`` as sent (None: absent, blank or not a string); it is checked as an
+        end-user id only where it names the collection (``chat_scope``)."""
         user = self.body.get("user")
         return user if isinstance(user, str) and user.strip() else None
 
@@ -88,16 +90,6 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
-
-
-def check_collection_id(value: Any, param: str = "collection_id") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"'{param}' must be a non-empty string", param=param)
-    if len(value) > MAX_COLLECTION_ID:
-        raise BadRequest(f"'{param}' is longer than {MAX_COLLECTION_ID} characters", param=param)
-    return value
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
@@ -130,10 +122,12 @@ def take_proxy_fields(body: dict[str, Any]) -> ChatRequest:
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise BadRequest("'stream' must be a boolean", param="stream")
     raw_features = body.pop("features", None)
-    collection_id = check_collection_id(body.pop("collection_id", None))
+    collection_id = optional_end_user_id(body.pop("collection_id", None))
     features = parse_features(raw_features)
     if collection_id is None and raw_features and "collection_id" in raw_features:
-        collection_id = check_collection_id(raw_features["collection_id"], "features.collection_id")
+        collection_id = optional_end_user_id(
+            raw_features["collection_id"], "features.collection_id"
+        )
     wait = check_wait_seconds(body.pop("wait_for_learning_seconds", None))
     return ChatRequest(
         body=body, features=features, collection_id=collection_id, wait_for_learning_seconds=wait

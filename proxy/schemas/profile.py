@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from proxy.identity import ID_SCHEMA
 from proxy.models import Fact
 
 Kind = Literal["static", "dynamic"]
@@ -66,8 +67,9 @@ class _Scoped(BaseModel):
     """``collection_id`` with Reflexio's ``user_id`` alias (both may not disagree)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-    collection_id: str | None = Field(default=None, min_length=1, max_length=256)
-    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    # checked by scope_for (proxy/identity.py): one rule wherever an id comes from
+    collection_id: str | None = Field(default=None, json_schema_extra=ID_SCHEMA)
+    user_id: str | None = Field(default=None, json_schema_extra=ID_SCHEMA)
 
     @model_validator(mode="after")
     def _one_scope(self) -> _Scoped:

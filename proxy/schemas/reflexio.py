@@ -11,12 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from proxy.identity import ID_SCHEMA
 from proxy.models import Fact
 
 
 class GetProfilesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-    user_id: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(json_schema_extra=ID_SCHEMA)  # checked by scope_for
     top_k: int | None = Field(default=None, ge=1)
     start_time: int | None = Field(default=None, description="unix seconds, inclusive")
     end_time: int | None = Field(default=None, description="unix seconds, inclusive")
@@ -26,7 +27,7 @@ class DeleteProfileRequest(BaseModel):
     """Delete one profile by ``profile_id`` or every profile matching ``search_query``."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-    user_id: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(json_schema_extra=ID_SCHEMA)  # checked by scope_for
     profile_id: str | None = Field(default=None, min_length=1, max_length=256)
     search_query: str | None = Field(default=None, min_length=1, max_length=4000)
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)

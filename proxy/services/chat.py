@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import orjson
 
 from proxy.errors import ProxyError
+from proxy.identity import end_user_id
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
 from proxy.metrics import Metrics
@@ -43,10 +44,17 @@ class ChatOutcome:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def chat_scope(account: Account, chat: ChatRequest, header_collection: str | None) -> Scope:
-    """``collection_id`` (body, or inside ``features``) > ``X-Collection-Id`` > OpenAI ``user``;
-    none of them: the account-wide profile."""
-    return Scope(account.id, chat.collection_id or header_collection or chat.user)
+def chat_scope(account: Account, chat: ChatRequest, header: tuple[str, str] | None) -> Scope:
+    """``collection_id`` (body, or inside ``features``) > the first configured end-user header
+    present (``memory.user_headers``, given as ``(name, value)``) > OpenAI ``user``; none of them:
+    the account-wide profile. The one used is checked as an end-user id (a 400 naming it)."""
+    if chat.collection_id is not None:  # checked when the body was parsed
+        return Scope(account.id, chat.collection_id)
+    if header is not None:
+        return Scope(account.id, end_user_id(header[1], header[0]))
+    if chat.user is not None:
+        return Scope(account.id, end_user_id(chat.user, "user"))
+    return Scope(account.id)
 
 
 def _header_safe(text: str) -> str:
@@ -171,7 +179,7 @@ class ChatService:
         self,
         chat: ChatRequest,
         account: Account,
-        header_collection: str | None = None,
+        user_header: tuple[str, str] | None = None,
         request_id: str | None = None,
     ) -> ChatOutcome:
         headers: dict[str, str] = {}
@@ -179,7 +187,7 @@ class ChatService:
         ctx: MemoryContext | None = None
         turn: PendingTurn | None = None
         if features.any or features.learning:
-            scope = chat_scope(account, chat, header_collection)
+            scope = chat_scope(account, chat, user_header)
             if features.learning:
                 turn = PendingTurn(
                     request_id or "req_" + uuid.uuid4().hex,

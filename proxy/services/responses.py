@@ -66,7 +66,7 @@ class ResponsesService:
         self,
         req: ChatRequest,
         account: Account,
-        header_collection: str | None = None,
+        user_header: tuple[str, str] | None = None,
         request_id: str | None = None,
     ) -> ChatOutcome:
         body = req.body
@@ -78,7 +78,7 @@ class ResponsesService:
         turn: PendingTurn | None = None
         ctx: MemoryContext | None = None
         if features.any or features.learning:
-            scope = chat_scope(account, req, header_collection)
+            scope = chat_scope(account, req, user_header)
             messages = items_to_messages(items, strict=False)
             if features.learning:
                 rid = request_id or "req_" + uuid.uuid4().hex
