@@ -409,3 +409,90 @@ def test_ids_of_other_scopes_are_404_and_change_nothing(target: Target) -> None:
         assert r.status_code in (400, 404), (method, path, params, r.text)
         _check(target, r, before, f"{method} {path} {params}")
         assert "beta" not in r.text
+
+
+# -- hostile values written over EXISTING keys, on every update path (issue 14.7) --------------
+
+#: JSON values (raw bytes: some are not valid UTF-8, or not valid Unicode once decoded).
+#: "text" ones break the edge's text rule: the same 400 ``invalid_text`` on every route.
+HOSTILE_VALUES: dict[str, tuple[bytes, bool]] = {
+    "lone-high-surrogate": (b'"\\ud800"', True),
+    "lone-low-surrogate": (b'"\\udcff"', True),
+    "high-surrogate-then-text": (b'"x\\ud83dy"', True),
+    "reversed-pair": (b'"\\ude00\\ud83d"', True),
+    "nul-escape": (b'"a\\u0000b"', True),
+    "invalid-utf8": (b'"\xff\xfe"', True),
+    "utf8-encoded-surrogate": (b'"\xed\xa0\x80"', True),
+    "overlong-utf8": (b'"\xc0\xaf"', True),
+    "bom-before-body": (b'"x"', True),  # a valid value; the body starts with a BOM
+    "100k-chars": (b'"' + b"x" * 100_001 + b'"', False),
+    "object": (b'{"a": {"b": 1}}', False),
+    "list-of-objects": (b'[{"a": 1}]', False),
+    "nested-list": (b'[["a"]]', False),
+}
+
+#: Every path that writes over something that exists: (method, path, query, body with VALUE).
+UPDATE_PATHS: list[tuple[str, str, dict[str, str], bytes]] = [
+    ("PATCH", "/v1/profile", {"collection_id": "c1"}, b'{"pet": VALUE}'),
+    ("PATCH", "/v1/profile", {"collection_id": "c1"}, b'{"city": "Porto", "pet": VALUE}'),
+    ("PATCH", "/v1/profile", {}, b'{"collection_id": "c1", "pet": VALUE, "dry_run": true}'),
+    ("PATCH", "/v1/profile/facts/{alpha_c1_fact}", {"collection_id": "c1"}, b'{"value": VALUE}'),
+    ("PATCH", "/v1/profile/facts/{alpha_c1_fact}", {"collection_id": "c1"}, b'{"key": VALUE}'),
+    ("PATCH", "/v1/profile/facts/{alpha_c1_fact}", {"user_id": "c1"},
+     b'{"value": "ok", "metadata": {"note": VALUE}}'),
+    ("POST", "/v1/profile/facts", {"collection_id": "c1"}, b'{"key": "boat", "value": VALUE}'),
+    ("PUT", "/v1/config", {}, b'{"profile_extractor_config": {"context_prompt": VALUE}}'),
+    ("POST", "/api/set_config", {}, b'{"profile_extractor_config": {"context_prompt": VALUE}}'),
+    ("POST", "/api/publish_interaction", {},
+     b'{"user_id": "c1", "model": "m", "messages": [{"role": "user", "content": VALUE}]}'),
+    ("POST", "/v1/interactions", {},
+     b'{"collection_id": "c1", "model": "m", "messages": [{"role": "user", "content": VALUE}]}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_VALUES))
+def test_hostile_values_over_existing_keys_are_4xx_and_change_nothing(
+    target: Target, name: str
+) -> None:
+    value, is_text = HOSTILE_VALUES[name]
+    auth = {**target.alpha, "content-type": "application/json"}
+    config = {"profile_extractor_config": {"context_prompt": "the existing prompt"}}
+    r = httpx.put(target.url + "/v1/config", json=config, headers=target.alpha, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text  # an existing config to write over
+    messages: set[str] = set()
+    for method, path, params, template in UPDATE_PATHS:
+        body = template.replace(b"VALUE", value)
+        if name == "bom-before-body":
+            body = b"\xef\xbb\xbf" + body
+        what = f"{method} {path} {params} {template[:40]!r} {name}"
+        before = target.snapshot()
+        r = httpx.request(
+            method,
+            target.url + path.format(**target.ids),
+            params=params,
+            content=body,
+            headers=auth,
+            timeout=TIMEOUT,
+        )
+        assert 400 <= r.status_code < 500, (what, r.text[:300])
+        _check(target, r, before, what)
+        if is_text:  # one check at the edge: the same code and message whatever the route
+            assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text", what
+            messages.add(r.json()["error"]["message"])
+    assert len(messages) == (1 if is_text else 0), messages
+
+
+def test_lone_surrogate_over_an_existing_key_is_400_not_500(target: Target) -> None:
+    """Found by hand: the update path of PATCH /v1/profile encoded the value for SQLite and
+    failed (UnicodeEncodeError, a 500); the create path answered 200."""
+    url, params = target.url + "/v1/profile", {"collection_id": "c2"}
+    r = httpx.patch(url, params=params, json={"model": "x"}, headers=target.alpha, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    before = target.snapshot()
+    headers = {**target.alpha, "content-type": "application/json"}
+    for body in (b'{"model": "\\udcff"}', b'{"new_key": "\\udcff"}'):  # update, then create
+        r = httpx.patch(url, params=params, content=body, headers=headers, timeout=TIMEOUT)
+        assert r.status_code == 400, r.text
+        _check(target, r, before, body.decode())
+    profile = httpx.get(url, params=params, headers=target.alpha, timeout=TIMEOUT).json()
+    assert [f["value"] for f in profile["profile"]["static"] if f["key"] == "model"] == ["x"]

@@ -15,6 +15,10 @@ Kind = Literal["static", "dynamic"]
 JSONInt = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 JSONScalar = str | JSONInt | float | bool
 FactValue = JSONScalar | list[JSONScalar]
+#: A fact's metadata: a small flat object (bounded like a fact's key and value).
+MetaKey = Annotated[str, Field(min_length=1, max_length=64)]
+MetaScalar = Annotated[str, Field(max_length=2000)] | JSONInt | float | bool
+Metadata = Annotated[dict[MetaKey, MetaScalar], Field(max_length=50)]
 FACT_ID_PATTERN = r"^fact_[0-9a-f]{32}$"
 #: Longest TTL a request may set (100 years): later expiries are not representable dates.
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
@@ -87,7 +91,7 @@ class FactCreate(_Scoped):
     category: str | None = None
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     source: str | None = Field(default=None, max_length=200)
-    metadata: dict[str, JSONScalar] = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
     session_id: str | None = Field(default=None, max_length=256)
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)
 
@@ -99,7 +103,7 @@ class FactUpdate(_Scoped):
     category: str | None = None
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     source: str | None = Field(default=None, max_length=200)
-    metadata: dict[str, JSONScalar] | None = None
+    metadata: Metadata | None = None
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)
 
 
