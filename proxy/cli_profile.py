@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from proxy.config import Settings
-from proxy.errors import ConfigError, Conflict, ProxyError
+from proxy.errors import BadRequest, ConfigError, Conflict, ProxyError
+from proxy.identity import optional_end_user_id
 from proxy.models import Scope
 from proxy.schemas.profile import DeleteByQuery, FactCreate, FactUpdate, SearchRequest, fact_json
 from proxy.services.fact_rules import normalize_key
@@ -121,10 +122,12 @@ def _profile(settings: Settings, *, index: bool) -> Iterator[ProfileService]:
 
 
 def run_profile(settings: Settings, args: argparse.Namespace) -> int:
-    if not args.account.strip() or (
-        args.collection is not None and not 1 <= len(args.collection.strip()) <= 256
-    ):
-        raise ConfigError("--account and --collection must be non-empty (at most 256 characters)")
+    if not args.account.strip():
+        raise ConfigError("--account must be non-empty")
+    try:  # the API's own rule for an end-user id: what the CLI writes, the API can read
+        optional_end_user_id(args.collection, "--collection")
+    except BadRequest as exc:
+        raise ConfigError(exc.message) from exc
     try:
         return _run_profile(settings, args, Scope(args.account, args.collection))
     except ValidationError as exc:

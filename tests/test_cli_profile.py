@@ -269,6 +269,9 @@ def test_bad_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli(config, "profile", "search", *scope, "q", "--threshold", "7") == 2
     assert "threshold" in capsys.readouterr().err
     assert cli(config, "profile", "show", "--account", "acme", "--collection", " ") == 2
+    for bad in ("u" * 257, "a\x01b"):  # the API's rule for an end-user id
+        assert cli(config, "profile", "show", "--account", "acme", "--collection", bad) == 2
+        assert "--collection" in capsys.readouterr().err
     assert cli(config, "profile", "delete", *scope) == 2  # neither ids nor --query
     assert "give fact ids or --query" in capsys.readouterr().err
     assert cli(config, "profile", "delete", *scope, "--dry-run", "fact_" + "0" * 32) == 1
