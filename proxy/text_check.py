@@ -1,8 +1,8 @@
 """Every text a client sends is checked once, at the edge (``RequestContextMiddleware``), on the
 raw bytes, before any route parses them: valid UTF-8, no byte order mark in front of a body, no
 NUL and no lone surrogate (raw, or as a JSON ``\\u`` escape). A text that breaks the rule is the
-same 400 (code ``invalid_text``) on every route; nothing is parsed or re-serialized, so a valid
-body reaches its route (and a relayed one the upstream) as it came.
+same 400 (code ``invalid_text``) on every route. The check only reads: it never parses nor
+rewrites a body, so a valid body reaches its route as it came.
 
 Bodies of binary media types (multipart uploads, audio, images, octet streams) are not text and
 are not checked. Imports nothing of the package but its errors.

@@ -76,6 +76,13 @@ def test_query_strings_are_checked_too(proxy: Proxy, query: str) -> None:
         assert r.json()["error"]["code"] == "invalid_text"
 
 
+@pytest.mark.parametrize("path", ["/v1/profile/facts/fact_%00", "/v1/interactions/%ED%A0%80"])
+def test_paths_are_checked_too(proxy: Proxy, path: str) -> None:
+    r = httpx.get(proxy.url + path, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_text"
+
+
 def test_valid_text_reaches_the_upstream_unchanged(proxy: Proxy, upstream: FakeUpstream) -> None:
     """A surrogate pair (escaped or raw UTF-8), a BOM character inside a string and escaped
     backslashes that only look like ``\\u0000`` / ``\\ud800`` are valid text."""
