@@ -50,6 +50,7 @@ from proxy.services.extraction import Extractor
 from proxy.services.extraction_apply import Applier
 from proxy.services.indexing import IndexSync
 from proxy.services.memory import MemoryService
+from proxy.services.models import ModelCatalog
 from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
 from proxy.services.responses import ResponsesService
@@ -193,7 +194,8 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
             settings,
         ),
         responses=responses_service,
-        relay=OpenAIRelay(router, passthrough, embed, started_at),
+        relay=OpenAIRelay(router, passthrough, embed),
+        models=ModelCatalog(router, passthrough, settings.upstream, started_at),
     )
 
 

@@ -32,6 +32,11 @@ class UpstreamSettings(BaseModel):
     connect_timeout: float = 10.0
     # Whether the upstream serves POST /responses itself (else: the chat-completions bridge).
     responses_api: bool = True
+    # GET /v1/models lists the upstream's own models too: cached this long, a failed fetch
+    # retried after models_retry_seconds, a fetch given at most models_timeout_seconds.
+    models_ttl_seconds: float = Field(default=300.0, ge=0)
+    models_retry_seconds: float = Field(default=30.0, ge=0)
+    models_timeout_seconds: float = Field(default=5.0, gt=0)
 
 
 class LiteLLMParams(BaseModel):

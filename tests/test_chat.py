@@ -383,7 +383,8 @@ def test_models_health_and_readiness(make_proxy: Any) -> None:
         ]
     )
     models = proxy.client().models.list()
-    assert [m.id for m in models.data] == ["claude", "local"]
+    # the configured names first, then the default upstream's own models (the fake's)
+    assert [m.id for m in models.data] == ["claude", "local", "gpt-4o-mini", "gpt-4o"]
     assert all(m.object == "model" for m in models.data)
     assert httpx.get(proxy.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(proxy.url + "/readyz")

@@ -496,3 +496,83 @@ def test_lone_surrogate_over_an_existing_key_is_400_not_500(target: Target) -> N
         _check(target, r, before, body.decode())
     profile = httpx.get(url, params=params, headers=target.alpha, timeout=TIMEOUT).json()
     assert [f["value"] for f in profile["profile"]["static"] if f["key"] == "model"] == ["x"]
+
+
+# -- client input in upstream URLs: traversal on every relayed route ----------------------------
+
+TRAVERSALS = [
+    "../../_log",
+    "..%2F..%2F_log",
+    "..%2f..%2f_log",
+    "%2e%2e/%2e%2e/_log",
+    "%2E%2E%2F%2E%2E%2F_log",
+    "..\\..\\_log",
+    "..%5C..%5C_log",
+    "a/../../../_log",
+    "./../_log",
+    "..",
+    "%2e%2e",
+    "x%00y",
+    "x%0d%0aHost:%20evil",
+    "%252e%252e%252f_log",
+    "a" * 5000,
+]
+
+
+def _raw(url: str, method: str, path: str, auth: dict[str, str]) -> tuple[int, bytes]:
+    """A request whose path is sent byte for byte (``curl --path-as-is``): no client-side
+    normalization of ``..`` or re-encoding of ``%2F``."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in auth.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def test_traversal_never_reaches_another_upstream_path(tmp_path: Path) -> None:
+    """Every route that puts a client's id into an upstream URL (models, responses and its
+    input items, stored chat completions), with every traversal variant: the upstream only
+    ever sees the paths of its allow-list, and the answer is a 4xx envelope."""
+    with FakeUpstream() as up:
+        settings = make_settings(tmp_path / "d", up)
+        with ServerThread(create_app(settings)) as server:
+            auth = {"Authorization": "Bearer sk-any"}
+            created = httpx.post(
+                server.url + "/v1/responses", json={"model": "gpt-4o", "input": "hi"},
+                headers=auth, timeout=TIMEOUT,
+            )  # fmt: skip
+            assert created.status_code == 200, created.text
+            rid = created.json()["id"]
+            allowed = {"/v1/models", "/v1/responses", f"/v1/responses/{rid}",
+                       f"/v1/responses/{rid}/input_items"}  # fmt: skip
+            routes = [
+                ("GET", "/v1/models/{}"),
+                ("GET", "/v1/responses/{}"),
+                ("DELETE", "/v1/responses/{}"),
+                ("GET", "/v1/responses/{}/input_items"),
+                ("GET", f"/v1/responses/{rid}/{{}}"),
+                ("GET", f"/v1/responses/{rid}/input_items?after={{}}"),
+                ("GET", "/v1/chat/completions/{}"),
+                ("GET", "/v1/chat/completions/{}/messages"),
+                ("DELETE", "/v1/chat/completions/{}"),
+            ]
+            tried = 0
+            for method, template in routes:
+                for variant in TRAVERSALS:
+                    status, body = _raw(server.url, method, template.format(variant), auth)
+                    tried += 1
+                    assert 400 <= status < 500, (method, template, variant, status, body[:200])
+                    validate_error(json.loads(body))
+            seen = {r.path for r in up.requests}
+            assert seen <= allowed, seen - allowed
+            assert not any("_log" in r.path or "evil" in str(r.headers) for r in up.requests)
+    TRIED["traversal (raw paths, every relayed route)"] = tried

@@ -1,4 +1,4 @@
-"""GET /v1/models: the configured models in OpenAI's list format."""
+"""GET /v1/models: the configured models and the upstream's own, in OpenAI's list format."""
 
 from __future__ import annotations
 
@@ -16,10 +16,4 @@ router = APIRouter()
 async def list_models(
     request: Request, account: Account = Depends(current_account)
 ) -> dict[str, Any]:
-    services = get_services(request)
-    created = int(services.started_at)
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "profilo"}
-        for name in services.router.model_names
-    ]
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": await get_services(request).models.list()}

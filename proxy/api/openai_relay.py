@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from proxy.api.replies import json_bytes, outcome_response
@@ -34,4 +35,5 @@ async def completions(request: Request, account: Account = Depends(current_accou
 async def retrieve_model(
     model_id: str, request: Request, account: Account = Depends(current_account)
 ) -> Response:
-    return json_bytes(await get_services(request).relay.model(model_id))
+    model = await get_services(request).models.get(model_id)
+    return json_bytes(model if isinstance(model, bytes) else orjson.dumps(model))

@@ -42,6 +42,6 @@ async def list_input_items(
     response_id: str, request: Request, account: Account = Depends(current_account)
 ) -> Response:
     body = await get_services(request).responses.input_items(
-        account, response_id, request.url.query, dict(request.query_params)
+        account, response_id, dict(request.query_params)
     )
     return json_bytes(body)

@@ -12,6 +12,7 @@ from proxy.services.chat import ChatService
 from proxy.services.dialectic import DialecticService
 from proxy.services.extraction import LearningQueue
 from proxy.services.indexing import IndexSync
+from proxy.services.models import ModelCatalog
 from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
 from proxy.services.responses import ResponsesService
@@ -48,6 +49,7 @@ class Services:
     dialectic: DialecticService
     responses: ResponsesService
     relay: OpenAIRelay
+    models: ModelCatalog
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

@@ -1,5 +1,5 @@
 """The rest of OpenAI's surface, relayed to the model's upstream: embeddings, legacy
-completions, moderations, one model by id.
+completions, moderations (one model by id: proxy/services/models.py).
 
 OpenAI-compatible routes get the body relayed byte for byte (a streamed completion as SSE).
 Embeddings of a litellm route go through ``litellm.aembedding``. A route that cannot serve
@@ -38,12 +38,10 @@ class OpenAIRelay:
         router: UpstreamRouter,
         passthrough: Passthrough,
         litellm_embed: LiteLLMEmbed,
-        started_at: float,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
         self._litellm_embed = litellm_embed
-        self._created = int(started_at)
 
     def _model(self, body: dict[str, Any], default: str | None = None) -> str:
         model = body.get("model", default)
@@ -100,16 +98,6 @@ class OpenAIRelay:
             raise _missing(exc, "completions", model, route) from exc
 
         return ChatOutcome(stream=relay(events, cm))
-
-    async def model(self, model_id: str) -> bytes:
-        """A configured model; any other name is asked of the default upstream."""
-        if model_id in self._router.model_names:
-            return orjson.dumps(
-                {"id": model_id, "object": "model", "created": self._created, "owned_by": "profilo"}
-            )
-        route = self._router.resolve(model_id)
-        url = f"{route.api_base}/models/{model_id}"
-        return (await self._passthrough.request("GET", url, route.api_key)).body
 
 
 def _missing(exc: UpstreamError, endpoint: str, model: str, route: Route) -> ProxyError:

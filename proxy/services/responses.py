@@ -23,6 +23,7 @@ from proxy.errors import BadRequest, NotFound, ProxyError, UpstreamError
 from proxy.llm.completer import Completer
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
+from proxy.llm.urls import segment, upstream_url
 from proxy.models import Account
 from proxy.schemas.openai import ChatRequest
 from proxy.services.chat import (
@@ -274,29 +275,36 @@ class ResponsesService:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
         return stored
 
-    async def _relay(self, method: str, stored: StoredResponse, path: str) -> bytes:
+    async def _relay(
+        self,
+        method: str,
+        stored: StoredResponse,
+        *sub: str,
+        query: dict[str, str] | None = None,
+    ) -> bytes:
         route = self._router.resolve(stored.model)
-        url = f"{route.api_base}/responses/{stored.id}{path}"
+        id_ = segment(stored.id, param="response_id")
+        url = upstream_url(route.api_base or "", "responses", id_, *sub, query=query)
         return (await self._passthrough.request(method, url, route.api_key)).body
 
     async def get(self, account: Account, response_id: str) -> bytes:
         stored = await self._stored(account, response_id)
         if stored.kind == "upstream":
-            return await self._relay("GET", stored, "")
+            return await self._relay("GET", stored)
         return orjson.dumps(stored.response)
 
     async def delete(self, account: Account, response_id: str) -> bytes:
         stored = await self._stored(account, response_id)
         body = orjson.dumps({"id": response_id, "object": "response", "deleted": True})
         if stored.kind == "upstream":
-            body = await self._relay("DELETE", stored, "")
+            body = await self._relay("DELETE", stored)
         await asyncio.to_thread(self._store.delete, account.id, response_id)
         return body
 
     async def input_items(
-        self, account: Account, response_id: str, query: str, params: dict[str, str]
+        self, account: Account, response_id: str, params: dict[str, str]
     ) -> bytes:
         stored = await self._stored(account, response_id)
         if stored.kind == "upstream":
-            return await self._relay("GET", stored, "/input_items" + (f"?{query}" if query else ""))
+            return await self._relay("GET", stored, "input_items", query=params)
         return orjson.dumps(list_page(stored.input_items, params))
