@@ -27,6 +27,7 @@ from proxy.api import (
     openai_relay,
     profile,
     responses,
+    stored_completions,
     ui,
 )
 from proxy.api import metrics as metrics_api
@@ -55,8 +56,10 @@ from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
+from proxy.services.stored_completions import StoredCompletions
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
+from proxy.store.completions import CompletionStore
 from proxy.store.db import Database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.facts import FactRecords
@@ -143,6 +146,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         extraction_model=settings.models.extraction,
     )
     worker = Worker(jobs, extractor, learn, metrics)
+    stored = StoredCompletions(CompletionStore(db), settings.stored_completions.retention_days)
     chat_service = ChatService(
         router,
         passthrough,
@@ -153,6 +157,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         learning=worker,
         max_message_chars=learn.max_message_chars,
         metrics=metrics,
+        store=stored.record,
     )
     started_at = time.time()
     responses_service = ResponsesService(
@@ -195,6 +200,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         ),
         responses=responses_service,
         relay=OpenAIRelay(router, passthrough, embed),
+        stored_completions=stored,
         models=ModelCatalog(router, passthrough, settings.upstream, started_at),
     )
 
@@ -205,6 +211,7 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
         await asyncio.sleep(every)
         if services.outbox.depth():
             await asyncio.to_thread(services.sync.replay)
+        await services.stored_completions.purge()  # past stored_completions.retention_days
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -266,12 +273,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ProxyError, _proxy_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app_metrics
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=app_metrics,
+        cors=settings.cors,
+        body_timeout_seconds=settings.server.body_timeout_seconds,
     )
     app.state.metrics = app_metrics
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
-    for module in (responses, openai_relay, collections, metrics_api, ui):
+    for module in (responses, stored_completions, openai_relay, collections, metrics_api, ui):
         app.include_router(module.router)
     app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app

@@ -169,6 +169,37 @@ class MetricsSettings(BaseModel):
     require_key: bool = False
 
 
+class CorsSettings(BaseModel):
+    """Browser pages of other origins (proxy/edge.py). None by default: a page could use the
+    dev account, or a key typed into it, to read users' memories from any site."""
+
+    model_config = ConfigDict(extra="forbid")
+    # e.g. ["http://localhost:3000", "https://chat.example.com"]; "*" = every origin
+    allow_origins: list[str] = []
+    max_age_seconds: int = Field(default=600, ge=0)
+
+
+class ServerSettings(BaseModel):
+    """Connection limits of ``profilo serve`` (uvicorn) and of the request read."""
+
+    model_config = ConfigDict(extra="forbid")
+    # A connection whose request line + headers are not complete by then is closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # An authenticated body not fully received by then: 408.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Idle keep-alive connections are closed after this many seconds.
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    # Connections + requests in progress at once; more are answered 503 at once (0: no cap).
+    limit_concurrency: int = Field(default=1000, ge=0)
+
+
+class StoredCompletionsSettings(BaseModel):
+    """Chat completions created with ``store: true`` (GET /v1/chat/completions ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+    retention_days: float = Field(default=30.0, gt=0)  # OpenAI keeps them 30 days too
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
@@ -179,7 +210,10 @@ class Settings(BaseSettings):
     port: int = 8080
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # OpenAI accepts up to 50 MB of payload per request with image inputs (data URLs included).
+    max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    cors: CorsSettings = CorsSettings()
+    server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     model_list: list[ModelEntry] = []
     models: ModelsSettings = ModelsSettings()
@@ -191,6 +225,7 @@ class Settings(BaseSettings):
     dialectic: DialecticSettings = DialecticSettings()
     learning: LearningSettings = LearningSettings()
     metrics: MetricsSettings = MetricsSettings()
+    stored_completions: StoredCompletionsSettings = StoredCompletionsSettings()
 
     @property
     def db_path(self) -> Path:

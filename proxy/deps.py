@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 from fastapi import Request
 
-from proxy.errors import BadRequest, Unauthorized
+from proxy.errors import BadRequest
 from proxy.identity import end_user_id, header_end_user
 from proxy.models import Account, Scope
+from proxy.services.auth import resolve_account
 from proxy.services.container import Services
 
 log = logging.getLogger("profilo.auth")
-
-DEV_ACCOUNT = Account(id="dev", key_id=None, dev=True)
 
 
 def get_services(request: Request) -> Services:
@@ -25,24 +25,24 @@ def request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", ""))
 
 
-def current_account(request: Request) -> Account:
-    """The account of the bearer key; the dev account while no key exists on a loopback bind."""
+def authenticate(request: Request) -> Account:
+    """The account of the bearer key; the dev account while no key exists on a loopback bind.
+    (Blocking: reads the keys table. Routes use ``current_account``.)"""
     services = get_services(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() == "bearer" and token:
-        account = services.keys.authenticate(token)
-        if account is not None:
-            return account
-    if services.settings.loopback and not services.keys.any_exist():
-        return DEV_ACCOUNT
-    if not token:
-        raise Unauthorized(
-            "missing API key: send 'Authorization: Bearer <key>' (create one with "
-            "'profilo keys create ACCOUNT')"
-        )
-    raise Unauthorized("invalid or revoked API key")
+    account = resolve_account(
+        services.keys, services.settings.loopback, request.headers.get("authorization")
+    )
+    request.scope.setdefault("state", {})["account_id"] = account.id
+    return account
+
+
+async def current_account(request: Request) -> Account:
+    """The account the middleware resolved from the request head (before reading the body);
+    resolved here for a route the middleware does not guard."""
+    account = request.scope.get("state", {}).get("account")
+    if isinstance(account, Account):
+        return account
+    return await anyio.to_thread.run_sync(authenticate, request)
 
 
 def scope_for(account: Account, *candidates: str | None) -> Scope:

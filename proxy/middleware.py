@@ -8,19 +8,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
+import anyio
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import PayloadTooLarge, ProxyError
+from proxy.config import CorsSettings
+from proxy.edge import Cors, dev_guard, header
+from proxy.errors import Forbidden, PayloadTooLarge, ProxyError, RequestTimeout
 from proxy.logging_setup import request_id_var
 from proxy.metrics import UNMATCHED, Metrics
+from proxy.services.auth import resolve_account
 from proxy.text_check import check_request_text
 
 log = logging.getLogger("profilo.http")
 access = logging.getLogger("profilo.access")
 
 REQUEST_ID_HEADER = b"x-profilo-request-id"
+#: Every route under these needs an account: it is resolved before the body is read.
+GUARDED = ("/v1/", "/api/")
 
 
 def new_request_id() -> str:
@@ -33,11 +40,19 @@ def error_body(error: ProxyError) -> bytes:
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics | None = None,
+        cors: CorsSettings | None = None,
+        body_timeout_seconds: float = 60.0,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics or Metrics()
+        self.cors = Cors(cors or CorsSettings())
+        self.body_timeout = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,48 +79,40 @@ class RequestContextMiddleware:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         rid = request_id.encode()
         started = False
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        origin = header(headers, b"origin")
+        extra = self.cors.response_headers(origin) if origin and self.cors.allowed(origin) else []
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid)]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid), *extra]
             await send(message)
 
         async def reply(error: ProxyError) -> None:
-            headers = [(b"content-type", b"application/json")]
-            headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            out = [(b"content-type", b"application/json")]
+            out += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
             await send_with_id(
-                {"type": "http.response.start", "status": error.status, "headers": headers}
+                {"type": "http.response.start", "status": error.status, "headers": out}
             )
             await send({"type": "http.response.body", "body": error_body(error)})
 
-        limit = self.max_body_bytes
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await reply(_too_large(limit))
-                return
-
-        # The whole body is read here (every route reads it whole anyway): a body over the
-        # limit is a 413 before any route sees it, whatever parses it later.
-        body = bytearray()
-        first: Message | None = None
-        while first is None:
-            message = await receive()
-            if message["type"] != "http.request":
-                first = message  # the client went away
-            else:
-                body += message.get("body", b"")
-                if len(body) > limit:
-                    await reply(_too_large(limit))
-                    return
-                if not message.get("more_body", False):
-                    first = {"type": "http.request", "body": bytes(body), "more_body": False}
-        try:  # every text a client sends, checked once before any route parses it
-            check_request_text(scope, body)
+        guarded = str(scope.get("path", "")).startswith(GUARDED)
+        if scope.get("method") == "OPTIONS" and header(headers, b"access-control-request-method"):
+            await self._preflight(scope, origin, headers, send_with_id, reply)
+            return
+        try:  # who is calling, from the head alone: an anonymous body is never read
+            if guarded:
+                await self._authenticate(scope, headers, origin)
+            body = await self._read_body(scope, receive)
+            if body is None:
+                return  # the client went away while sending
+            check_request_text(scope, body)  # every text a client sends, checked once
         except ProxyError as exc:
             await reply(exc)
             return
+        first: Message | None = {"type": "http.request", "body": body, "more_body": False}
 
         async def replay_receive() -> Message:
             nonlocal first
@@ -125,6 +132,62 @@ class RequestContextMiddleware:
             if started:
                 raise
             await reply(ProxyError("internal server error", code="internal_error"))
+
+    async def _preflight(
+        self, scope: Scope, origin: str | None, headers: Any, send: Send, reply: Any
+    ) -> None:
+        """A CORS preflight: answered here for an allowed origin, refused for another."""
+        if not self.cors.allowed(origin) or not str(scope.get("path", "")).startswith(GUARDED):
+            await reply(
+                Forbidden(
+                    f"CORS origin {str(origin)[:100]} is not allowed (cors.allow_origins)",
+                    code="origin_not_allowed",
+                )
+            )
+            return
+        out = self.cors.preflight_headers(header(headers, b"access-control-request-headers"))
+        await send({"type": "http.response.start", "status": 204, "headers": out})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _authenticate(self, scope: Scope, headers: Any, origin: str | None) -> None:
+        services = scope["app"].state.services
+        account = await anyio.to_thread.run_sync(
+            resolve_account, services.keys, services.settings.loopback,
+            header(headers, b"authorization"),
+        )  # fmt: skip
+        if account.dev:
+            dev_guard(self.cors, header(headers, b"host"), origin)
+        state = scope.setdefault("state", {})
+        state["account"], state["account_id"] = account, account.id
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, at most ``max_body_bytes`` (413), within ``body_timeout`` (408);
+        None when the client went away. Every route reads it whole anyway: a body over the
+        limit is a 413 before any route sees it, whatever parses it later."""
+        limit = self.max_body_bytes
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with anyio.fail_after(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body was not received within {self.body_timeout:g} s"
+            ) from None
+        return b"".join(chunks)  # one allocation of the exact size
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         """Count the request by its route template (``/v1/profile/facts/{fact_id}``, never the

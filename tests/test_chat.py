@@ -259,7 +259,7 @@ def test_unknown_route_and_method(proxy: Proxy) -> None:
     r = httpx.get(proxy.url + "/v1/nothing-here")
     assert r.status_code == 404
     validate_error(r.json())
-    r = httpx.get(proxy.base_url + "/chat/completions")
+    r = httpx.put(proxy.base_url + "/chat/completions")
     assert r.status_code == 405
     validate_error(r.json())
 

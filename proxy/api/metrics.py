@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from proxy.deps import current_account, get_services
+from proxy.deps import authenticate, get_services
 from proxy.errors import NotFound
 from proxy.metrics import CONTENT_TYPE, Metrics
 
@@ -18,6 +18,6 @@ def metrics(request: Request) -> Response:
     if not settings.enabled:
         raise NotFound("metrics are disabled (metrics.enabled: false)", code="unknown_url")
     if settings.require_key:
-        current_account(request)  # 401 without a valid key (the dev account on loopback)
+        authenticate(request)  # 401 without a valid key (the dev account on loopback)
     registry: Metrics = request.app.state.metrics
     return Response(registry.render(), media_type=CONTENT_TYPE)

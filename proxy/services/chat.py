@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,11 @@ class LiteLLMChatLike(Protocol):
     def stream(
         self, body: dict[str, Any], params: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+RecordStored = Callable[
+    [Account, list[dict[str, Any]], dict[str, Any], "ChatOutcome"], Awaitable["ChatOutcome"]
+]
 
 
 @dataclass(slots=True)
@@ -122,6 +127,7 @@ class ChatService:
         learning: LearningQueue | None = None,
         max_message_chars: int = 8000,
         metrics: Metrics | None = None,
+        store: RecordStored | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
@@ -132,6 +138,7 @@ class ChatService:
         self._learning = learning
         self._max_message_chars = max_message_chars
         self._metrics = metrics or Metrics()
+        self._store = store  # keeps `store: true` completions (services/stored_completions)
 
     def features(self, account: Account, chat: ChatRequest) -> Features:
         """The account's default features, overridden by what the request set. ``learning``
@@ -183,6 +190,7 @@ class ChatService:
         request_id: str | None = None,
     ) -> ChatOutcome:
         headers: dict[str, str] = {}
+        client_messages = chat.body["messages"]  # as sent (before any memory is injected)
         features = self.features(account, chat)
         ctx: MemoryContext | None = None
         turn: PendingTurn | None = None
@@ -204,6 +212,8 @@ class ChatService:
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
+        if self._store is not None and chat.body.get("store") is True:
+            outcome = await self._store(account, client_messages, chat.body, outcome)
         outcome.headers.update(headers)
         if turn is not None:
             if outcome.json is not None:

@@ -17,6 +17,7 @@ from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
+from proxy.services.stored_completions import StoredCompletions
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
 from proxy.store.embedder import Embedder
@@ -50,6 +51,7 @@ class Services:
     responses: ResponsesService
     relay: OpenAIRelay
     models: ModelCatalog
+    stored_completions: StoredCompletions
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

@@ -193,6 +193,20 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS responses_account ON responses(account, created_at);
     """,
+    8: """
+    CREATE TABLE IF NOT EXISTS chat_completions (
+        account TEXT NOT NULL,
+        id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        messages TEXT NOT NULL,
+        completion TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        UNIQUE (account, id)
+    );
+    CREATE INDEX IF NOT EXISTS chat_completions_account ON chat_completions(account, seq);
+    """,
 }
 
 
