@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint pytest bench install chromium
+NODE_DIR := tests/clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed
+
+.PHONY: serve test lint pytest bench install chromium node
 
 $(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,16 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
 		|| echo "chromium could not be installed: tests/test_ui.py will skip"
 
-install: $(STAMP) chromium
+# The JavaScript clients of tests/test_clients.py (openai-node, the Vercel AI SDK), exactly as
+# locked in package-lock.json; skipped (their tests skip) where npm is missing.
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json
+	if command -v npm >/dev/null; then \
+		npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the JavaScript client tests will skip"; fi
+
+node: $(NODE_STAMP)
+
+install: $(STAMP) chromium node
 
 serve: $(STAMP)
 	$(BIN)/profilo serve
@@ -30,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
 
-pytest: $(STAMP) chromium
+pytest: $(STAMP) chromium node
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
