@@ -213,7 +213,7 @@ def build_steps(services: Any, memory: Any, scope: Any) -> dict[str, Callable[[]
     static = FactFilter(kind="static")
     retriever = services.retriever
     cfg = services.settings.memory
-    vec = retriever.embed_query(QUERY)
+    vec = retriever.embed_query(scope, QUERY)
     opts = SearchOptions(
         top_k=cfg.top_k, threshold=cfg.threshold, min_confidence=cfg.min_confidence
     )
@@ -226,7 +226,9 @@ def build_steps(services: Any, memory: Any, scope: Any) -> dict[str, Callable[[]
     profile_only = Features(user_profile=True)
     both = Features(memory=True, user_profile=True)
     return {
-        "embed query (MiniLM, uncached)": lambda: retriever.embed_query(question(next(fresh))),
+        "embed query (MiniLM, uncached)": lambda: retriever.embed_query(
+            scope, question(next(fresh))
+        ),
         "index.query (Chroma, n=32)": lambda: services.index.query(scope, vec, 32),
         "outbox flush check (sync.flush)": lambda: services.sync.flush(scope),
         "records.select(scope) (every live fact)": lambda: services.profile.records.select(scope),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 
 from proxy.store.db import Database
 from proxy.store.keys import KeyStore
-from tests.conftest import Proxy
+from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply
 from tests.test_extraction import FAST, Extraction, op, ops_reply
 from tests.test_profile_isolation import Tenant
@@ -234,3 +235,97 @@ def test_random_interleaving_never_crosses_scopes(
     print(f"\ntenancy: {STEPS} steps over {len(scopes)} scopes: {world.counts}; "
           f"{len(upstream.requests)} upstream prompts checked")  # fmt: skip
     assert world.counts.get("chat", 0) and world.counts.get("poke", 0)
+
+
+# -- shared caches: another tenant's activity must not change what this one's requests cost --
+
+
+class _CountingEmbedder:
+    """Wraps the model behind the embedding cache and records every text it computes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    def embed(self, texts: Any) -> Any:
+        self.texts.extend(texts)
+        return self.inner.embed(texts)
+
+
+def _count_model_calls(proxy: Proxy) -> _CountingEmbedder:
+    services = proxy.server.app.state.services
+    counter = _CountingEmbedder(services.embedder._inner)
+    services.embedder._inner = counter
+    return counter
+
+
+def _victim_and_attacker(proxy: Proxy) -> tuple[dict[str, str], dict[str, str]]:
+    keys = KeyStore(Database(proxy.settings.db_path))
+    victim = {"Authorization": "Bearer " + keys.create("victim")[1]}
+    attacker = {"Authorization": "Bearer " + keys.create("attacker")[1]}
+    return victim, attacker
+
+
+SECRET_FACT = "Project Zebrafish acquisition closes in March"
+PROBE = "zebrafish acquisition timeline"
+
+
+def _probe(proxy: Proxy, auth: dict[str, str]) -> None:
+    """What an attacker times: a search and a chat with memory for a guessed string."""
+    r = httpx.post(
+        proxy.base_url + "/profile/search", json={"query": PROBE}, headers=auth, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.post(
+        proxy.base_url + "/chat/completions",
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": PROBE}],
+            "features": {"memory": True, "learning": False},
+        },
+        headers=auth,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_embedding_cache_is_no_timing_oracle_between_accounts(
+    make_proxy: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """The harness: the attacker's probes make the embedding model compute exactly the same
+    texts whether or not the victim wrote and searched those strings first (a shared cache
+    answered them from the victim's entries: 2.6 ms instead of 11 ms, told apart 37 times in
+    40). Equal work means equal timing; no wall clock is measured."""
+    quiet = make_proxy(make_settings(tmp_path / "quiet", upstream))
+    _, attacker = _victim_and_attacker(quiet)
+    alone = _count_model_calls(quiet)
+    _probe(quiet, attacker)
+    assert PROBE in alone.texts  # computed: nothing cached it for this account
+
+    busy = make_proxy(make_settings(tmp_path / "busy", upstream))
+    victim, attacker = _victim_and_attacker(busy)
+    after_victim = _count_model_calls(busy)
+    r = httpx.post(
+        busy.base_url + "/profile/facts",
+        json={"key": "deal", "value": SECRET_FACT},
+        headers=victim,
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    _probe(busy, victim)  # the victim's own searches fill the cache with these strings
+    victim_work = list(after_victim.texts)
+    assert PROBE in victim_work
+    _probe(busy, victim)
+    assert after_victim.texts == victim_work  # the victim's repeats are hits
+
+    del after_victim.texts[:]
+    _probe(busy, attacker)
+    assert sorted(after_victim.texts) == sorted(alone.texts)  # same work as on a quiet proxy

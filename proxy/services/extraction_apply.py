@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from proxy.config import LearningSettings, ProfileSettings
-from proxy.models import Fact
+from proxy.models import Fact, Scope
 from proxy.services.extraction_ops import Checked, Operation
 from proxy.services.indexing import IndexSync
+from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords, Transaction
 from proxy.store.jobs import Job, JobStore
@@ -67,7 +68,7 @@ class Applier:
         scope = job.scope
         source = str(job.payload.get("source") or DEFAULT_SOURCE)
         adds = [op for op in checked.operations if op.op == "add"]
-        near = self._near_duplicates(adds, list(shown.values()))
+        near = self._near_duplicates(scope, adds, list(shown.values()))
         counts: Counter[str] = Counter()
         dropped: Counter[str] = Counter(checked.dropped)
         try:
@@ -194,7 +195,9 @@ class Applier:
         )
 
     # -- near-duplicates (computed before the write transaction: embedding is slow) ---------
-    def _near_duplicates(self, adds: list[Operation], known: list[Fact]) -> dict[str, str]:
+    def _near_duplicates(
+        self, scope: Scope, adds: list[Operation], known: list[Fact]
+    ) -> dict[str, str]:
         """For each added key, a known fact (under another key) that means the same: cosine
         similarity of the texts at least ``dedupe_similarity``, and the same numbers. The
         known facts are those shown to the model (the nearest to the turn)."""
@@ -203,7 +206,8 @@ class Applier:
             return {}
         texts = [f"{(op.key or '').replace('_', ' ')}: {op.value}" for op in adds]
         try:
-            vectors = np.asarray(self._embedder.embed(texts + [f.text for f in known]))
+            embedder = for_account(self._embedder, scope.account)
+            vectors = np.asarray(embedder.embed(texts + [f.text for f in known]))
         except Exception as exc:  # best effort: without embeddings, same-key merging only
             log.warning("near-duplicate check skipped: %s", exc)
             return {}

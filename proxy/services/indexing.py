@@ -15,6 +15,7 @@ from collections import defaultdict
 from proxy.errors import ProxyError, Unavailable
 from proxy.models import Fact, Scope
 from proxy.store.changes import Outbox
+from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
@@ -63,7 +64,8 @@ class IndexSync:
                     gone = [i for i in ids if i not in live]
                     facts = list(live.values())
                     if facts:
-                        vectors = self._embedder.embed([f.text for f in facts])
+                        embedder = for_account(self._embedder, scope.account)
+                        vectors = embedder.embed([f.text for f in facts])
                         self._index.upsert(
                             scope,
                             [f.id for f in facts],
@@ -107,7 +109,7 @@ class IndexSync:
             facts = self._records.select(scope)
             for start in range(0, len(facts), 256):
                 batch = facts[start : start + 256]
-                vectors = self._embedder.embed([f.text for f in batch])
+                vectors = for_account(self._embedder, scope.account).embed([f.text for f in batch])
                 self._index.upsert(
                     scope, [f.id for f in batch], vectors, [index_metadata(f) for f in batch]
                 )

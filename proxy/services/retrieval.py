@@ -36,6 +36,7 @@ from proxy.metrics import Metrics
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
 from proxy.services.query_terms import query_terms, without_words
+from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder, l2_normalize
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
@@ -103,8 +104,8 @@ class Retriever:
     def hybrid(self) -> bool:
         return self._lexical is not None and self._settings.lexical_weight > 0
 
-    def embed_query(self, query: str) -> Any:
-        return self._embedder.embed([query])[0]
+    def embed_query(self, scope: Scope, query: str) -> Any:
+        return for_account(self._embedder, scope.account).embed([query])[0]
 
     def search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         with self._metrics.retrieval_seconds.time():
@@ -113,7 +114,7 @@ class Retriever:
     def _search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         self._sync.flush(scope)  # read-after-write: apply anything still pending first
         if not self.hybrid:
-            return self.search_vector(scope, self.embed_query(query), opts)
+            return self.search_vector(scope, self.embed_query(scope, query), opts)
         assert self._lexical is not None
         terms = query_terms(query)
         common = self.common_terms(scope, terms)
@@ -122,7 +123,7 @@ class Retriever:
         # Chroma (both SQLite and onnxruntime release the GIL): its cost hides behind theirs.
         keywords = [t for t in terms if t not in common]
         pending = self._pool_threads.submit(self._lexical.search, scope, keywords, n)
-        vector = self._query_vector(query, common)
+        vector = self._query_vector(scope, query, common)
         semantic = self._index.query(scope, vector, n, self._where(opts))
         lexical = pending.result()
         return self._hits(scope, self._fuse(scope, vector, semantic, lexical, opts), opts)
@@ -138,14 +139,14 @@ class Retriever:
         cap = max(1, math.ceil(rules.common_term_share * total))
         return {t for t in terms if self._lexical.frequency(scope, t, cap) >= cap}
 
-    def _query_vector(self, query: str, common: set[str]) -> Any:
+    def _query_vector(self, scope: Scope, query: str, common: set[str]) -> Any:
         mode = self._settings.common_words
         rest = without_words(query, common) if common and mode != "keep" else ""
         if not rest.strip():
-            return self.embed_query(query)
+            return self.embed_query(scope, query)
         if mode == "drop":
-            return self.embed_query(rest)
-        both = self._embedder.embed([query, rest])
+            return self.embed_query(scope, rest)
+        both = for_account(self._embedder, scope.account).embed([query, rest])
         return l2_normalize(both.sum(axis=0, keepdims=True))[0]
 
     def _fuse(
