@@ -152,6 +152,10 @@ class LearningSettings(BaseModel):
     dedupe_similarity: float = Field(default=0.9, ge=0.0, le=1.0)
     max_message_chars: int = Field(default=8000, ge=100)
     retention_days: float = Field(default=7.0, gt=0)
+    # Per account (each job is a paid upstream call); 0 = no limit. Over them: 429 on
+    # /v1/interactions, and a chat skips its learning (X-Profilo-Learning: skipped).
+    max_queued_jobs_per_account: int = Field(default=2000, ge=0)
+    max_jobs_per_minute_per_account: int = Field(default=600, ge=0)
 
 
 class DialecticSettings(BaseModel):

@@ -94,6 +94,14 @@ class RequestTimeout(ProxyError):
     code = "request_timeout"
 
 
+class TooManyRequests(ProxyError):
+    """A per-account limit or quota (send ``Retry-After`` in ``headers`` when it passes)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"

@@ -97,6 +97,12 @@ class Metrics:
             "Chat requests answered without memory because the lookup failed (fail open)",
             registry=r,
         )
+        self.learning_skipped = Counter(
+            "profilo_learning_skipped",
+            "Chat turns answered without learning because the account hit a queue limit",
+            ["reason"],
+            registry=r,
+        )
         self.retrieval_seconds = Histogram(
             "profilo_retrieval_duration_seconds",
             "Semantic lookups (embed the query, search the index, read the facts)",

@@ -29,6 +29,7 @@ from proxy.metrics import Metrics
 from proxy.models import Scope
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_ops import AnswerError
+from proxy.services.queue_limits import QueueLimits
 from proxy.store.job_writer import JobWriter
 from proxy.store.jobs import Job, JobStore, NewJob
 
@@ -106,6 +107,7 @@ class Worker:
         self._finished: dict[str, asyncio.Event] = {}
         self._writer = JobWriter(jobs, settings.max_attempts)
         self._busy_scopes: set[str] = set()  # scopes with a job running in this process
+        self._limits = QueueLimits(jobs, settings)
         self.stats = WorkerStats()
         self._metrics = metrics or Metrics()
 
@@ -134,10 +136,17 @@ class Worker:
         await asyncio.to_thread(self._writer.close)
 
     # -- the queue's API (services.extraction.LearningQueue) ----------------------------------
+    async def admit(self, account: str) -> None:
+        """Raises ``TooManyRequests`` when the account's queue limits refuse a job now."""
+        await self._limits.admit(account)
+
     async def enqueue(self, job_id: str, scope: Scope, payload: dict[str, Any]) -> None:
-        """Returns once the job is committed. Jobs queued at the same time share one
-        transaction (group commit, ``JobWriter``)."""
+        """Returns once the job is committed (``TooManyRequests`` and nothing written when
+        the account is over its limits). Jobs queued at the same time share one transaction
+        (group commit, ``JobWriter``)."""
+        await self._limits.admit(scope.account)
         await self._writer.submit(NewJob(job_id, scope, payload))
+        self._limits.added(scope.account)
         if scope.key not in self._busy_scopes:  # else its running job's end wakes the loop
             self._wake.set()
 
@@ -189,12 +198,14 @@ class Worker:
             except asyncio.CancelledError:
                 raise  # stopping: the job stays running and is re-queued at the next start
             except Exception as exc:
-                await self._failed(job, exc)
+                if await self._failed(job, exc):
+                    self._limits.finished(job.account)
                 result = None
             event = self._finished.pop(job.id, None)
             if event is not None:
                 event.set()  # committed (or failed): whoever waits can read it now
             if result is not None:
+                self._limits.finished(job.account)
                 self._count(job, result)
                 await self._extractor.update_index(job)
         except asyncio.CancelledError:
@@ -223,7 +234,8 @@ class Worker:
         delay = min(base, self._settings.backoff_cap_seconds) * random.uniform(0.8, 1.2)
         return max(delay, after) if after is not None else delay
 
-    async def _failed(self, job: Job, exc: Exception) -> None:
+    async def _failed(self, job: Job, exc: Exception) -> bool:
+        """Retry or fail the job; True when it is finished (failed for good)."""
         retryable, error = classify(exc)
         self.stats.errors[type(exc).__name__] += 1
         try:
@@ -234,7 +246,7 @@ class Worker:
                 await asyncio.to_thread(self._jobs.retry, job.id, error, time.time() + delay)
                 self.stats.retried += 1
                 self._metrics.jobs.labels("retried").inc()
-                return
+                return False
             why = "attempts exhausted" if retryable else "not retryable"
             log.warning("job %s failed (%s): %s", job.id, why, error)
             await asyncio.to_thread(self._jobs.fail, job.id, error)
@@ -242,3 +254,4 @@ class Worker:
             self._metrics.jobs.labels("failed").inc()
         except Exception:
             log.exception("could not record the failure of job %s", job.id)
+        return True

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, TooManyRequests
 from proxy.identity import end_user_id
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
@@ -196,7 +196,7 @@ class ChatService:
         turn: PendingTurn | None = None
         if features.any or features.learning:
             scope = chat_scope(account, chat, user_header)
-            if features.learning:
+            if features.learning and await self._admitted(account, headers):
                 turn = PendingTurn(
                     request_id or "req_" + uuid.uuid4().hex,
                     account.id,
@@ -226,6 +226,19 @@ class ChatService:
             outcome.json = with_memory_context(outcome.json, ctx)
         return outcome
 
+    async def _admitted(self, account: Account, headers: dict[str, str]) -> bool:
+        """Whether the account's queue limits take this turn; else the chat goes on and says
+        why its learning was skipped."""
+        assert self._learning is not None
+        try:
+            await self._learning.admit(account.id)
+        except TooManyRequests as exc:
+            headers["X-Profilo-Learning"] = "skipped"
+            headers["X-Profilo-Learning-Reason"] = str(exc.code)
+            self._metrics.learning_skipped.labels(str(exc.code)).inc()
+            return False
+        return True
+
     async def learn(self, turn: PendingTurn, reply: str | None) -> str:
         """Queue the turn (committed before the answer goes out); wait for it if asked.
         A queue failure never fails the chat (fail open): it is logged and reported."""
@@ -239,6 +252,9 @@ class ChatService:
             if turn.wait <= 0:
                 return "queued"
             job = await self._learning.wait(turn.account, turn.request_id, turn.wait)
+        except TooManyRequests as exc:  # the limit was reached while this turn was answered
+            self._metrics.learning_skipped.labels(str(exc.code)).inc()
+            return "skipped"
         except Exception as exc:
             log.error("turn not queued for learning (fail open): %s", exc)
             return "error"

@@ -207,6 +207,9 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS chat_completions_account ON chat_completions(account, seq);
     """,
+    9: """
+    CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started_at) WHERE started_at IS NOT NULL;
+    """,
 }
 
 

@@ -23,6 +23,8 @@ JobStatus = Literal["queued", "running", "done", "failed"]
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
 #: A job left ``running`` by this many more crashes than it has attempts is given up.
 INTERRUPTION_GRACE = 3
+#: Claims rank accounts by the jobs they started within this many seconds (fair turns).
+FAIR_WINDOW = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,11 @@ class JobStore:
         """Take up to ``limit`` due jobs: ``running``, one more attempt, committed.
 
         Only the head of a scope's queue (its earliest queued or running job) is eligible, so a
-        scope's jobs run one at a time, in order. Candidates are read without the write lock
+        scope's jobs run one at a time, in order. Accounts take turns: a head's rank is its place
+        among its account's eligible heads plus the jobs that account started in the last
+        ``FAIR_WINDOW`` seconds (or still runs), so one account's burst (many scopes) cannot
+        hold the workers while another account waits: the account served least goes first.
+        Candidates are read without the write lock
         (cost: one pass over the pending jobs' index); the claim itself is a short write that
         takes only those still queued (another process may have been first)."""
         if limit <= 0:
@@ -142,11 +148,17 @@ class JobStore:
             ids = [
                 row[0]
                 for row in conn.execute(
-                    "SELECT j.id FROM (SELECT MIN(seq) AS head FROM jobs "
-                    "WHERE status IN ('queued', 'running') GROUP BY scope_key) AS h "
+                    "WITH heads AS (SELECT j.id, j.seq, j.account FROM (SELECT MIN(seq) AS head "
+                    "FROM jobs WHERE status IN ('queued', 'running') GROUP BY scope_key) AS h "
                     "JOIN jobs AS j ON j.seq = h.head "
-                    "WHERE j.status = 'queued' AND j.next_run_at <= ? ORDER BY j.seq LIMIT ?",
-                    (now, limit),
+                    "WHERE j.status = 'queued' AND j.next_run_at <= ?), "
+                    "busy AS (SELECT account, COUNT(*) AS n FROM jobs "
+                    "WHERE started_at > ? OR status = 'running' GROUP BY account) "
+                    "SELECT heads.id, ROW_NUMBER() OVER (PARTITION BY heads.account "
+                    "ORDER BY heads.seq) + COALESCE(busy.n, 0) AS turn, heads.seq AS seq "
+                    "FROM heads LEFT JOIN busy ON busy.account = heads.account "
+                    "ORDER BY turn, seq LIMIT ?",
+                    (now, now - FAIR_WINDOW, limit),
                 )
             ]
         if not ids:
@@ -235,6 +247,17 @@ class JobStore:
                 (scope.key, job_id),
             ).fetchone()
         return row is not None
+
+    def pending_for(self, account: str) -> int:
+        """An account's unfinished (queued or running) jobs."""
+        with self._db.read() as conn:
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM jobs "
+                    "WHERE account = ? AND status IN ('queued', 'running')",
+                    (account,),
+                ).fetchone()[0]
+            )
 
     def next_due(self) -> float | None:
         """When the earliest queued job becomes due (None: nothing is queued)."""
