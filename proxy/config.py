@@ -189,7 +189,9 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # A connection whose request line + headers are not complete by then is closed.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
-    # An authenticated body not fully received by then: 408.
+    # A request line + headers larger than this: 431 and the connection is closed.
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
+    # An authenticated body with no new bytes for this long: 408.
     body_timeout_seconds: float = Field(default=60.0, gt=0)
     # Idle keep-alive connections are closed after this many seconds.
     keep_alive_seconds: int = Field(default=5, ge=1)

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 from proxy.config import CorsSettings
 from proxy.errors import Forbidden
 
-#: Response headers a browser page may read (the SDKs' and the proxy's own).
+#: Response headers a browser page may read, besides every ``X-Profilo-*`` header the response
+#: itself carries (listed per response, so a header added later is exposed too).
 EXPOSED = (
-    "X-Profilo-Request-Id, X-Profilo-Memory-Facts, X-Profilo-Memory-Tokens, "
-    "X-Profilo-Memory-Error, X-Profilo-Fact-Ids, X-Profilo-Learning, X-Profilo-Session-Id, "
-    "Retry-After, retry-after-ms, X-Request-Id, openai-processing-ms, openai-version"
+    "X-Profilo-Request-Id, Retry-After, retry-after-ms, X-Request-Id, openai-processing-ms, "
+    "openai-version"
 )
 METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 #: Request headers a page may send when the preflight asks for none in particular.
@@ -52,6 +52,7 @@ class Cors:
     def __init__(self, settings: CorsSettings) -> None:
         self._origins = {o.rstrip("/") for o in settings.allow_origins}
         self._any = "*" in self._origins
+        self.enabled = bool(self._origins)
         self._max_age = str(settings.max_age_seconds)
 
     def allowed(self, origin: str | None) -> bool:
@@ -64,14 +65,24 @@ class Cors:
             (b"access-control-allow-methods", METHODS.encode()),
             (b"access-control-allow-headers", allow.encode("latin-1")),
             (b"access-control-max-age", self._max_age.encode()),
+            (b"vary", b"Access-Control-Request-Headers"),  # the allow list echoes them
         ]
 
-    def response_headers(self, origin: str) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-expose-headers", EXPOSED.encode()),
-            (b"vary", b"Origin"),
-        ]
+    def response_headers(
+        self, origin: str | None, response: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """What CORS adds to a response: ``Vary: Origin`` whenever origins are configured
+        (a cache must not give one origin's answer to another), and for an allowed origin
+        ``Access-Control-Allow-Origin`` and the readable headers."""
+        if not self.enabled:
+            return []
+        out = [(b"vary", b"Origin")]
+        if origin is not None and self.allowed(origin):
+            ours = [k for k, _ in response if k.lower().startswith(b"x-profilo-")]
+            names = ", ".join([EXPOSED, *(k.decode("latin-1") for k in ours)])
+            out.append((b"access-control-allow-origin", origin.encode("latin-1")))
+            out.append((b"access-control-expose-headers", names.encode("latin-1")))
+        return out
 
 
 def same_origin(origin: str, host: str | None) -> bool:

@@ -15,7 +15,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.config import CorsSettings
-from proxy.edge import Cors, dev_guard, header
+from proxy.edge import Cors, dev_guard, header, is_loopback_host, same_origin
 from proxy.errors import Forbidden, PayloadTooLarge, ProxyError, RequestTimeout
 from proxy.logging_setup import request_id_var
 from proxy.metrics import UNMATCHED, Metrics
@@ -81,18 +81,22 @@ class RequestContextMiddleware:
         started = False
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
         origin = header(headers, b"origin")
-        extra = self.cors.response_headers(origin) if origin and self.cors.allowed(origin) else []
+        unread = _has_body(headers)  # a body not read yet: an early answer closes the connection
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, rid), *extra]
+                out = message.get("headers", [])
+                extra = self.cors.response_headers(origin, out)
+                message["headers"] = [*out, (REQUEST_ID_HEADER, rid), *extra]
             await send(message)
 
         async def reply(error: ProxyError) -> None:
             out = [(b"content-type", b"application/json")]
             out += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+            if unread:  # not drained either: the client is told, and the server hangs up
+                out.append((b"connection", b"close"))
             await send_with_id(
                 {"type": "http.response.start", "status": error.status, "headers": out}
             )
@@ -105,9 +109,12 @@ class RequestContextMiddleware:
         try:  # who is calling, from the head alone: an anonymous body is never read
             if guarded:
                 await self._authenticate(scope, headers, origin)
+            else:
+                await self._guard_public(scope, headers, origin)
             body = await self._read_body(scope, receive)
             if body is None:
                 return  # the client went away while sending
+            unread = False
             check_request_text(scope, body)  # every text a client sends, checked once
         except ProxyError as exc:
             await reply(exc)
@@ -160,33 +167,49 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["account"], state["account_id"] = account, account.id
 
+    async def _guard_public(self, scope: Scope, headers: Any, origin: str | None) -> None:
+        """The routes that need no key (health, metrics, /ui, the OpenAPI document) get the
+        dev account's Host / Origin guard too; the key table is read only when the request
+        would be refused under the dev account."""
+        host = header(headers, b"host")
+        services = scope["app"].state.services
+        if not services.settings.loopback:
+            return
+        if is_loopback_host(host) and (
+            origin is None or same_origin(origin, host) or self.cors.allowed(origin)
+        ):
+            return
+        if not await anyio.to_thread.run_sync(services.keys.any_exist):
+            dev_guard(self.cors, host, origin)
+
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, at most ``max_body_bytes`` (413), within ``body_timeout`` (408);
-        None when the client went away. Every route reads it whole anyway: a body over the
-        limit is a 413 before any route sees it, whatever parses it later."""
+        """The whole body, at most ``max_body_bytes`` (413), with no pause longer than
+        ``body_timeout`` between two of its parts (408: a large upload over a slow link takes
+        as long as it needs while it progresses); None when the client went away. Every route
+        reads it whole anyway: a body over the limit is a 413 before any route sees it."""
         limit = self.max_body_bytes
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
-        try:
-            with anyio.fail_after(self.body_timeout):
-                while True:
+        while True:
+            try:
+                with anyio.fail_after(self.body_timeout):
                     message = await receive()
-                    if message["type"] != "http.request":
-                        return None
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise _too_large(limit)
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body was not received within {self.body_timeout:g} s"
-            ) from None
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no part of the request body arrived for {self.body_timeout:g} s"
+                ) from None
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         return b"".join(chunks)  # one allocation of the exact size
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
@@ -199,6 +222,13 @@ class RequestContextMiddleware:
         fields = {"method": method, "route": route, "path": path, "status": status}
         fields["duration_ms"] = round(seconds * 1000, 2)
         access.info("%s %s %d", method, path, status, extra=fields)
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

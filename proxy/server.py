@@ -1,11 +1,13 @@
 """``profilo serve``'s HTTP server: uvicorn with the connection limits of ``server.*``.
 
 uvicorn bounds idle keep-alive connections and (``limit_concurrency``) how many are open, but
-not how long a client may take to send a request head: a client trickling header bytes holds
-its connection forever. ``HeadTimeoutProtocol`` closes a connection whose request line and
-headers are not complete ``header_timeout_seconds`` after it opened (or after the previous
-response on it). Bodies are bounded by the middleware (read only after authentication, size
-and time limits).
+not how long a client may take to send a request head (a client trickling header bytes holds
+its connection forever), nor, with the httptools parser, its size (it keeps every header it is
+sent: hundreds of MB in seconds on loopback). ``HeadTimeoutProtocol`` closes a connection whose
+request line and headers are not complete ``header_timeout_seconds`` after it opened (or after
+the previous response on it), and answers 431 and closes once a head passes
+``max_header_bytes``. Bodies are bounded by the middleware (read only after authentication,
+size and time limits).
 """
 
 from __future__ import annotations
@@ -16,20 +18,53 @@ import ctypes.util
 import logging
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.config import Settings
+from proxy.errors import ProxyError
 
 log = logging.getLogger("profilo.server")
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout: float = 10.0
+    max_head_bytes: int = 64 * 1024
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_pending = False  # a request head is being parsed
+        self._head_bytes = 0  # bytes received since it began (one read chunk of slack)
         self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_pending, self._head_bytes = True, 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._head_pending or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_head_bytes:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        error = ProxyError(
+            f"request line and headers are larger than {self.max_head_bytes} bytes "
+            "(server.max_header_bytes)",
+            status=431,
+            type="invalid_request_error",
+            code="headers_too_large",
+        )
+        body = orjson.dumps(error.envelope())
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -48,11 +83,13 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._head_pending = False
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # its head is complete: it starts now, no timer
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not pipelined and not self.transport.is_closing():
             self._arm()  # the next request's head has the same time (idle: keep-alive's)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -60,8 +97,9 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def protocol(head_timeout: float) -> type[HeadTimeoutProtocol]:
-    return type("HeadTimeout", (HeadTimeoutProtocol,), {"head_timeout": head_timeout})
+def protocol(head_timeout: float, max_head_bytes: int = 64 * 1024) -> type[HeadTimeoutProtocol]:
+    attrs = {"head_timeout": head_timeout, "max_head_bytes": max_head_bytes}
+    return type("HeadTimeout", (HeadTimeoutProtocol,), attrs)
 
 
 def return_large_buffers_to_the_os(threshold: int = 1 << 20) -> None:
@@ -83,7 +121,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": protocol(server.header_timeout_seconds),
+        "http": protocol(server.header_timeout_seconds, server.max_header_bytes),
         "timeout_keep_alive": server.keep_alive_seconds,
         "limit_concurrency": server.limit_concurrency or None,
     }

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from proxy.app import create_app
-from proxy.server import protocol
+from proxy.server import protocol, uvicorn_options
 from proxy.store.db import Database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
@@ -64,7 +64,7 @@ def test_preflight_for_an_allowed_origin(make_proxy: Any) -> None:
         allowed = r.headers["access-control-allow-headers"].lower()
         assert "authorization" in allowed and "x-collection-id" in allowed
         assert "x-stainless-os" in allowed
-        assert r.headers["vary"] == "Origin"
+        assert "Origin" in [v.strip() for v in r.headers["vary"].split(",")]
 
 
 def test_preflight_of_another_origin_is_refused(make_proxy: Any) -> None:
@@ -233,3 +233,139 @@ def test_a_head_that_never_finishes_is_closed(tmp_path: Path, upstream: FakeUpst
             assert time.monotonic() - started < 15  # not the socket's own timeout
         # a complete request on a new connection is served as usual
         assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+# -- gaps closed after the first version (each failed before its fix) ----------------------------
+
+
+def test_every_profilo_header_a_response_carries_is_exposed(make_proxy: Any) -> None:
+    """The exposed list follows the response (a fixed list missed X-Profilo-Learning-Reason)."""
+    proxy = make_proxy(
+        cors={"allow_origins": [APP]},
+        learning={"run_worker": False, "max_queued_jobs_per_account": 1},
+    )
+    auth = {"Authorization": f"Bearer {_key(proxy)}", "Origin": APP, "X-Collection-Id": "alice"}
+    body = {**CHAT, "features": {"memory": True}}
+    seen: set[str] = set()
+    for _ in range(2):  # the second chat's learning is skipped: a reason header
+        r = httpx.post(proxy.base_url + "/chat/completions", json=body, headers=auth, timeout=30)
+        assert r.status_code == 200, r.text
+        exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+        ours = {name for name in r.headers if name.startswith("x-profilo-")}
+        assert ours <= exposed, ours - exposed
+        seen |= ours
+    assert "x-profilo-learning-reason" in seen
+
+
+def test_vary_origin_whenever_cors_is_configured(make_proxy: Any) -> None:
+    """A cache must not hand one origin's answer (with or without CORS headers) to another."""
+    proxy = make_proxy(cors={"allow_origins": [APP]})
+    auth = {"Authorization": f"Bearer {_key(proxy)}"}
+    for origin in ("http://evil.example", None):
+        headers = {**auth, **({"Origin": origin} if origin else {})}
+        r = httpx.get(proxy.base_url + "/models", headers=headers)
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        assert "origin" in r.headers.get("vary", "").lower()
+    pre = httpx.options(
+        proxy.url + "/v1/chat/completions",
+        headers={
+            "Origin": APP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert pre.status_code == 204
+    vary = {v.strip().lower() for v in pre.headers["vary"].split(",")}
+    assert {"origin", "access-control-request-headers"} <= vary  # the allow list echoes it
+
+
+def test_dev_account_refuses_a_foreign_host_on_every_route(proxy: Proxy) -> None:
+    """Not only /v1 and /api: metrics, the inspector page, the OpenAPI document, health."""
+    for path in ("/metrics", "/ui", "/openapi.json", "/healthz", "/v1/models"):
+        r = httpx.get(proxy.url + path, headers={"Host": "attacker.example:8080"})
+        assert r.status_code == 403, (path, r.status_code)
+        validate_error(r.json())
+        assert r.json()["error"]["code"] == "host_not_allowed"
+        assert httpx.get(proxy.url + path, headers={"Host": "localhost:8080"}).status_code == 200
+
+
+def test_keyed_mode_serves_public_routes_under_any_host(make_proxy: Any) -> None:
+    proxy = make_proxy()
+    _key(proxy)
+    for path in ("/healthz", "/metrics", "/ui"):
+        assert httpx.get(proxy.url + path, headers={"Host": "proxy.internal"}).status_code == 200
+
+
+def test_an_anonymous_body_gets_401_and_the_connection_is_closed(make_proxy: Any) -> None:
+    """The 401 says ``Connection: close`` and the server hangs up: the announced 8 MB are
+    neither read nor drained (before the fix the connection stayed open for them)."""
+    proxy = make_proxy()
+    _key(proxy)
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 8000000\r\n\r\n" + b"{" * 1000
+        )
+        data = b""
+        while True:
+            chunk = sock.recv(65536)  # a socket timeout (10 s) here fails the test
+            if not chunk:
+                break  # the server closed the connection
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 401") and b"connection: close" in head
+
+
+def test_a_keyed_get_without_body_keeps_the_connection(make_proxy: Any) -> None:
+    proxy = make_proxy()
+    _key(proxy)
+    with httpx.Client() as client:
+        r = client.get(proxy.base_url + "/profile")  # no key: 401, nothing to drain
+        assert r.status_code == 401 and r.headers.get("connection") != "close"
+
+
+def test_a_slow_but_steady_body_is_read(make_proxy: Any, upstream: FakeUpstream) -> None:
+    """``server.body_timeout_seconds`` bounds the wait for the NEXT body bytes, not the whole
+    upload: a large image over a slow link takes longer than the timeout and still arrives."""
+    proxy = make_proxy(server={"body_timeout_seconds": 2.0})
+    body = json.dumps(CHAT).encode()
+    pieces = [body[i : i + 8] for i in range(0, len(body), 8)][:8]
+    pieces.append(body[8 * len(pieces) :])
+
+    def slowly() -> Any:
+        for piece in pieces:
+            time.sleep(0.4)  # 9 pieces, 3.6 s in all: more than the timeout, each gap less
+            yield piece
+
+    r = httpx.post(proxy.base_url + "/chat/completions", content=slowly(), timeout=30)
+    assert r.status_code == 200, r.text
+    assert upstream.last.json["messages"] == CHAT["messages"]
+
+
+def test_a_head_larger_than_server_max_header_bytes_is_431(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """uvicorn's httptools parser keeps every header it is sent (hundreds of MB in seconds):
+    ``server.max_header_bytes`` caps the request line + headers, then 431 and close."""
+    settings = make_settings(tmp_path / "d", upstream, server={"max_header_bytes": 32 * 1024})
+    options = uvicorn_options(settings)
+    with ServerThread(create_app(settings), http=options["http"]) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            answer = b""
+            try:
+                for _ in range(200):  # up to 1.6 MB of headers
+                    sock.sendall(b"X-Pad: " + b"a" * 8000 + b"\r\n")
+            except OSError:
+                pass  # the server closed while we were still sending
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except OSError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        # headers under the cap (8 KB) are served as usual
+        ok = httpx.get(server.url + "/healthz", headers={"X-Pad": "a" * 8000})
+        assert ok.status_code == 200
