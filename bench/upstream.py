@@ -96,7 +96,7 @@ def make_app(chunks: int) -> web.Application:
         await request.read()
         return web.Response(body=b"{}", content_type="application/json")
 
-    app = web.Application()
+    app = web.Application(client_max_size=1 << 30)  # any body the proxy accepts
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_route("*", "/{tail:.*}", other)
     return app

@@ -19,8 +19,13 @@ from tests.fakes.upstream import FakeUpstream
 from tests.test_ui import ARGS, CHROMIUM
 
 SCRIPT = """async ([base, key]) => {
+  // what openai-node sends from a page (dangerouslyAllowBrowser): its x-stainless-* headers
   const headers = {"Authorization": "Bearer " + key, "Content-Type": "application/json",
-                   "X-Collection-Id": "alice"};
+                   "X-Collection-Id": "alice", "X-Stainless-Lang": "js",
+                   "X-Stainless-Package-Version": "6.0.0", "X-Stainless-OS": "Unknown",
+                   "X-Stainless-Arch": "unknown", "X-Stainless-Runtime": "browser:chrome",
+                   "X-Stainless-Runtime-Version": "140", "X-Stainless-Retry-Count": "0",
+                   "X-Stainless-Timeout": "600", "OpenAI-Organization": "org-x"};
   const body = {model: "gpt-4o-mini", messages: [{role: "user", content: "what do I like?"}],
                 features: {memory: true, user_profile: true}};
   const r = await fetch(base + "/v1/chat/completions",
@@ -32,7 +37,8 @@ SCRIPT = """async ([base, key]) => {
   return {status: r.status, content: json.choices[0].message.content,
           facts: r.headers.get("X-Profilo-Memory-Facts"),
           requestId: r.headers.get("X-Profilo-Request-Id"),
-          streamStatus: s.status, streamDone: text.includes("data: [DONE]")};
+          streamStatus: s.status, streamDone: text.includes("data: [DONE]"),
+          streamFacts: s.headers.get("X-Profilo-Memory-Facts")};
 }"""
 
 
@@ -96,7 +102,7 @@ def test_a_page_on_another_origin_chats_through_the_proxy(
     out = page.evaluate(SCRIPT, [proxy.url, token])
     assert out["status"] == 200 and out["content"]
     assert out["facts"] == "1" and out["requestId"].startswith("req_")
-    assert out["streamStatus"] == 200 and out["streamDone"]
+    assert out["streamStatus"] == 200 and out["streamDone"] and out["streamFacts"] == "1"
     chats = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
     assert len(chats) == 2 and "ramen" in chats[0].json["messages"][0]["content"]
     page.close()
