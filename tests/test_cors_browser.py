@@ -42,11 +42,38 @@ SCRIPT = """async ([base, key]) => {
 }"""
 
 
+#: openai-node as installed by ``make install`` (tests/test_clients.py uses it too); the page
+#: imports it from its own origin, as an SPA bundling it would run it.
+OPENAI_NODE = Path(__file__).resolve().parent / "clients" / "node" / "node_modules" / "openai"
+
+SDK_SCRIPT = """async ([base, key]) => {
+  const {OpenAI} = await import("/openai/index.mjs");
+  const client = new OpenAI({baseURL: base + "/v1", apiKey: key, dangerouslyAllowBrowser: true,
+                             maxRetries: 0, defaultHeaders: {"X-Collection-Id": "alice"}});
+  const {data, response} = await client.chat.completions.create(
+      {model: "gpt-4o-mini", messages: [{role: "user", content: "what do I like?"}],
+       features: {memory: true, user_profile: true}}).withResponse();
+  const stream = await client.chat.completions.create(
+      {model: "gpt-4o-mini", messages: [{role: "user", content: "hi"}], stream: true});
+  let pieces = 0;
+  for await (const chunk of stream) pieces += 1;
+  return {content: data.choices[0].message.content, pieces,
+          facts: response.headers.get("X-Profilo-Memory-Facts")};
+}"""
+
+
 class _Page(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b"<!doctype html><title>app</title><p>another origin"
+        kind = "text/html"
+        if self.path.startswith("/openai/"):
+            file = (OPENAI_NODE / self.path.removeprefix("/openai/")).resolve()
+            if not file.is_relative_to(OPENAI_NODE) or not file.is_file():
+                self.send_error(404)
+                return
+            body, kind = file.read_bytes(), "text/javascript"
         self.send_response(200)
-        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -118,4 +145,21 @@ def test_a_page_on_an_origin_not_allowed_is_blocked(
     with pytest.raises(Exception, match="Failed to fetch"):
         page.evaluate(SCRIPT, [proxy.url, token])
     assert not [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+    page.close()
+
+
+def test_openai_node_in_a_page_on_another_origin(
+    make_proxy: Any, upstream: FakeUpstream, app_origin: str, chromium: Any
+) -> None:
+    """The real openai-node (``dangerouslyAllowBrowser``) with its own x-stainless-* headers."""
+    if not (OPENAI_NODE / "index.mjs").exists():
+        pytest.skip("openai-node is not installed (make install runs npm ci)")
+    proxy = make_proxy(cors={"allow_origins": [app_origin]})
+    token = _setup(proxy)
+    page = chromium.new_page()
+    page.goto(app_origin + "/")
+    out = page.evaluate(SDK_SCRIPT, [proxy.url, token])
+    assert out["content"] and out["pieces"] > 1 and out["facts"] == "1"
+    chats = [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+    assert len(chats) == 2 and "ramen" in chats[0].json["messages"][0]["content"]
     page.close()
