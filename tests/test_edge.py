@@ -309,7 +309,10 @@ def test_an_anonymous_body_gets_401_and_the_connection_is_closed(make_proxy: Any
         )
         data = b""
         while True:
-            chunk = sock.recv(65536)  # a socket timeout (10 s) here fails the test
+            try:
+                chunk = sock.recv(65536)  # a socket timeout (10 s) here fails the test
+            except ConnectionResetError:
+                break  # closed with bytes of ours unread: a reset instead of a FIN
             if not chunk:
                 break  # the server closed the connection
             data += chunk
@@ -356,8 +359,8 @@ def test_a_head_larger_than_server_max_header_bytes_is_431(
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             answer = b""
             try:
-                for _ in range(200):  # up to 1.6 MB of headers
-                    sock.sendall(b"X-Pad: " + b"a" * 8000 + b"\r\n")
+                # 104 KB of headers, in one go: read whole before the server hangs up
+                sock.sendall((b"X-Pad: " + b"a" * 8000 + b"\r\n") * 13)
             except OSError:
                 pass  # the server closed while we were still sending
             try:
