@@ -62,6 +62,7 @@ from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.completions import CompletionStore
 from proxy.store.db import Database
 from proxy.store.embed_cache import CachedEmbedder
+from proxy.store.erasure import Erasure
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
@@ -145,7 +146,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,
     )
-    worker = Worker(jobs, extractor, learn, metrics)
+    worker = Worker(jobs, extractor, learn, metrics, redaction=settings.profile.redaction)
     stored = StoredCompletions(CompletionStore(db), settings.stored_completions.retention_days)
     chat_service = ChatService(
         router,
@@ -184,7 +185,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         outbox=outbox,
         sync=sync,
         retriever=retriever,
-        profile=ProfileService(records, sync, retriever, settings.profile),
+        profile=ProfileService(records, sync, retriever, settings.profile, Erasure(db)),
         changes=ChangeLog(db),
         account_config=account_config,
         tokens=tokens,

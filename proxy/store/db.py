@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from proxy.errors import Unavailable
+from proxy.store.private import private_dir, private_file
 
 #: SQLite's "another connection holds the lock" codes (the busy timeout ran out).
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -223,7 +224,8 @@ class Database:
         # Writers of this process queue here (woken at once on release) rather than in
         # SQLite's busy handler, which sleeps in growing steps: tens of ms of tail latency.
         self._write_lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # the data dir: 0700
+        private_file(path)  # 0600, and so its -wal / -shm
         self.migrate()
 
     def _connect(self) -> sqlite3.Connection:
