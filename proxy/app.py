@@ -118,7 +118,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         )
     )
     index = FactIndex(settings.store, settings.chroma_path)
-    records = FactRecords(db)
+    records = FactRecords(db, settings.quotas)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
     lexical = LexicalIndex(db)
@@ -194,7 +194,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         learning=worker,
         dialectic=DialecticService(
             memory,
-            SessionStore(db, settings.dialectic.session_ttl_seconds),
+            SessionStore(db, settings.dialectic.session_ttl_seconds, settings.quotas),
             prompts,
             completer,
             settings,
