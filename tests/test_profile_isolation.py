@@ -180,7 +180,9 @@ def test_every_endpoint_is_isolated(proxy: Proxy) -> None:
     acme_u1.ok("PATCH", "/profile", json={"private_note": "changed in acme/u1"})
     for t in tenants:
         secret = next(
-            f["value"] for f in t.ok("GET", "/profile")["profile"]["static"] if f["key"] == "private_note"
+            f["value"]
+            for f in t.ok("GET", "/profile")["profile"]["static"]
+            if f["key"] == "private_note"
         )
         assert secret == (
             "changed in acme/u1" if t is acme_u1 else f"the secret password of {t.label}"
