@@ -1,12 +1,11 @@
-"""RSS of a real server after large request bodies, with and without the fixed mmap threshold.
+"""RSS of a real server after large request bodies: does memory come back?
 
     python -m bench.body_memory [--bodies 10] [--mib 8]
 
-Starts the proxy twice in a child process (``profilo serve``'s settings; once with
-``proxy.server.return_large_buffers_to_the_os`` as ``profilo serve`` does, once without: the
-baseline), and reports its RSS at start, after N anonymous bodies (refused with 401 from the
-headers: never read), and after N authenticated bodies of the same size (read whole, then a
-400), each time after the requests ended. Same run, same machine: compare the two columns.
+Starts the proxy in a child process with ``profilo serve``'s uvicorn settings and reports its
+RSS at start (the baseline, same run), after N concurrent anonymous bodies (refused with 401
+from the headers: never read) and after N concurrent authenticated bodies of the same size
+(read whole, then a 400), each time once the requests ended.
 """
 
 from __future__ import annotations
@@ -18,18 +17,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+STATUSES: dict[object, int] = {}
 
 CHILD = """
 import sys, uvicorn
 from proxy.app import create_app
 from proxy.config import load_settings
-from proxy.server import return_large_buffers_to_the_os, uvicorn_options
+from proxy.server import uvicorn_options
 settings = load_settings(None, data_dir=sys.argv[1], port=int(sys.argv[2]))
-if sys.argv[3] == "1":
-    return_large_buffers_to_the_os()
 uvicorn.run(create_app(settings), **uvicorn_options(settings), log_level="warning")
 """
 
@@ -47,7 +47,15 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(mallopt: bool, bodies: int, mib: int) -> list[float]:
+def _send(url: str, body: bytes, headers: dict[str, str]) -> None:
+    try:
+        r = httpx.post(url + "/v1/profile/search", content=body, headers=headers, timeout=60)
+        STATUSES[r.status_code] = STATUSES.get(r.status_code, 0) + 1
+    except httpx.HTTPError as exc:  # an anonymous upload may be cut off after its 401
+        STATUSES[type(exc).__name__] = STATUSES.get(type(exc).__name__, 0) + 1
+
+
+def run(bodies: int, mib: int) -> list[float]:
     data = Path(tempfile.mkdtemp(prefix="profilo-bodies-"))
     from proxy.store.db import Database
     from proxy.store.keys import KeyStore
@@ -55,9 +63,7 @@ def run(mallopt: bool, bodies: int, mib: int) -> list[float]:
     token = KeyStore(Database(data / "profilo.sqlite3")).create("bench")[1]
     port = _port()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data), str(port), "1" if mallopt else "0"], env=env
-    )
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(data), str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -69,16 +75,10 @@ def run(mallopt: bool, bodies: int, mib: int) -> list[float]:
         time.sleep(1)
         out = [_rss_mib(child.pid)]
         body = b'{"query": "' + b"x" * (mib * 1024 * 1024) + b'"}'
-        for auth in (None, f"Bearer {token}"):
-            headers = {"Content-Type": "application/json"}
-            if auth:
-                headers["Authorization"] = auth
-            for _ in range(bodies):
-                try:
-                    httpx.post(url + "/v1/profile/search", content=body, headers=headers,
-                               timeout=60)  # fmt: skip
-                except httpx.HTTPError:
-                    pass  # an anonymous upload is cut off once the 401 is sent
+        for auth in ({}, {"Authorization": f"Bearer {token}"}):
+            headers = {"Content-Type": "application/json", **auth}
+            with ThreadPoolExecutor(bodies) as pool:  # all at once, as an attack would
+                list(pool.map(_send, [url] * bodies, [body] * bodies, [headers] * bodies))
             time.sleep(2)
             out.append(_rss_mib(child.pid))
         return out
@@ -92,14 +92,12 @@ def main() -> None:
     parser.add_argument("--bodies", type=int, default=10)
     parser.add_argument("--mib", type=int, default=8)
     args = parser.parse_args()
-    with_fix = run(True, args.bodies, args.mib)
-    without = run(False, args.bodies, args.mib)
-    print(f"{args.bodies} bodies of {args.mib} MiB each; RSS in MiB after the requests ended")
-    print(f"{'':34} {'profilo serve':>14} {'no mallopt':>11}")
-    for i, what in enumerate(
-        ("at start", "after anonymous bodies (401)", "after authenticated bodies")
-    ):
-        print(f"{what:34} {with_fix[i]:14.0f} {without[i]:11.0f}")
+    rss = run(args.bodies, args.mib)
+    print(f"{args.bodies} concurrent bodies of {args.mib} MiB; RSS once the requests ended")
+    names = ("at start (baseline)", "after anonymous bodies (401)", "after authenticated (400)")
+    for name, value in zip(names, rss, strict=True):
+        print(f"{name:32} {value:7.0f} MiB  ({value / rss[0]:.2f}x)")
+    print("answers:", STATUSES)
 
 
 if __name__ == "__main__":
