@@ -62,6 +62,7 @@ from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.completions import CompletionStore
 from proxy.store.db import Database
 from proxy.store.embed_cache import CachedEmbedder
+from proxy.store.erasure import Erasure
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
@@ -117,7 +118,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         )
     )
     index = FactIndex(settings.store, settings.chroma_path)
-    records = FactRecords(db)
+    records = FactRecords(db, settings.quotas)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
     lexical = LexicalIndex(db)
@@ -145,7 +146,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,
     )
-    worker = Worker(jobs, extractor, learn, metrics)
+    worker = Worker(jobs, extractor, learn, metrics, redaction=settings.profile.redaction)
     stored = StoredCompletions(CompletionStore(db), settings.stored_completions.retention_days)
     chat_service = ChatService(
         router,
@@ -184,7 +185,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         outbox=outbox,
         sync=sync,
         retriever=retriever,
-        profile=ProfileService(records, sync, retriever, settings.profile),
+        profile=ProfileService(records, sync, retriever, settings.profile, Erasure(db)),
         changes=ChangeLog(db),
         account_config=account_config,
         tokens=tokens,
@@ -193,7 +194,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         learning=worker,
         dialectic=DialecticService(
             memory,
-            SessionStore(db, settings.dialectic.session_ttl_seconds),
+            SessionStore(db, settings.dialectic.session_ttl_seconds, settings.quotas),
             prompts,
             completer,
             settings,

@@ -81,7 +81,7 @@ def _serve(settings: Settings) -> int:
 
     from proxy.app import check_bind, create_app
     from proxy.logging_setup import configure
-    from proxy.server import return_large_buffers_to_the_os, uvicorn_options
+    from proxy.server import uvicorn_options
 
     configure(settings.log_level, settings.log_format)  # JSON lines with the request id
 
@@ -90,7 +90,6 @@ def _serve(settings: Settings) -> int:
         check_bind(settings, KeyStore(db), warn=False)
     finally:
         db.close()
-    return_large_buffers_to_the_os()
     uvicorn.run(
         create_app(settings),
         **uvicorn_options(settings),

@@ -206,6 +206,15 @@ class StoredCompletionsSettings(BaseModel):
     retention_days: float = Field(default=30.0, gt=0)  # OpenAI keeps them 30 days too
 
 
+class QuotaSettings(BaseModel):
+    """What one account may store (0 = no limit); over it: 429 ``quota_exceeded``."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_facts_per_account: int = Field(default=1_000_000, ge=0)
+    max_collections_per_account: int = Field(default=100_000, ge=0)
+    max_dialectic_sessions_per_account: int = Field(default=10_000, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
@@ -232,6 +241,7 @@ class Settings(BaseSettings):
     learning: LearningSettings = LearningSettings()
     metrics: MetricsSettings = MetricsSettings()
     stored_completions: StoredCompletionsSettings = StoredCompletionsSettings()
+    quotas: QuotaSettings = QuotaSettings()
 
     @property
     def db_path(self) -> Path:

@@ -220,6 +220,9 @@ class RequestContextMiddleware:
         self.metrics.request(route, method, status, seconds)
         path = str(scope.get("path", ""))
         fields = {"method": method, "route": route, "path": path, "status": status}
+        account = scope.get("state", {}).get("account_id")
+        if account is not None:
+            fields["account"] = account  # the account's name, never its key
         fields["duration_ms"] = round(seconds * 1000, 2)
         access.info("%s %s %d", method, path, status, extra=fields)
 

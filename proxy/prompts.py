@@ -7,6 +7,8 @@ and no HTML autoescape. Fact text is escaped by ``data_literal`` before it reach
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +17,23 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
+#: Escaped as ``\\uXXXX`` inside a literal: angle brackets and their look-alikes (nothing can
+#: close or open a delimiter), line / paragraph separators and C1 controls (U+2028, U+2029,
+#: U+0085 start a new line for many readers), bidi and zero-width format characters.
+_UNSAFE = re.compile(
+    "[<>\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+    "\u02c2\u02c3\u1433\u1438\u2039\u203a\u2329\u232a\u276c-\u2771\u27e8\u27e9"
+    "\u29fc\u29fd\u3008\u3009\ufe64\ufe65\uff1c\uff1e]"
+)
+
+
 def data_literal(text: str) -> str:
-    """A value as an inert JSON string literal: quotes, newlines and control characters
-    escaped, and ``<``/``>`` too, so it cannot close a delimiter or open a new one."""
-    return json.dumps(text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    """Fact text (a value or a key) as an inert JSON string literal: NFKC first (full-width
+    and other compatibility look-alikes become their plain characters), then quotes,
+    backslashes and control characters escaped by JSON, and every ``_UNSAFE`` character as
+    ``\\uXXXX``: it cannot end its line, close the block's tag or open a new one."""
+    literal = json.dumps(unicodedata.normalize("NFKC", text), ensure_ascii=False)
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", literal)
 
 
 def data_key(key: str) -> str:
@@ -33,7 +48,8 @@ class BlockItem:
 
     @classmethod
     def of(cls, key: str, value: str) -> BlockItem:
-        return cls(data_key(key), data_literal(value))
+        """Key and value both rendered as quoted literals (a key is data too)."""
+        return cls(data_literal(data_key(key)), data_literal(value))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,6 @@ size and time limits).
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 from typing import Any
 
@@ -100,20 +98,6 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
 def protocol(head_timeout: float, max_head_bytes: int = 64 * 1024) -> type[HeadTimeoutProtocol]:
     attrs = {"head_timeout": head_timeout, "max_head_bytes": max_head_bytes}
     return type("HeadTimeout", (HeadTimeoutProtocol,), attrs)
-
-
-def return_large_buffers_to_the_os(threshold: int = 1 << 20) -> None:
-    """glibc raises its mmap threshold after large frees (up to 32 MiB), after which request
-    bodies of a few MiB come from the heap and its pages stay with the process. A fixed
-    threshold keeps every buffer over 1 MiB mmapped: freed straight back to the OS."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        log.debug("mallopt unavailable: large buffers follow the allocator's defaults")
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

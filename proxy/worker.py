@@ -22,7 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.config import LearningSettings
+from proxy.config import LearningSettings, RedactionSettings
 from proxy.errors import ProxyError
 from proxy.logging_setup import request_id_var
 from proxy.metrics import Metrics
@@ -30,6 +30,7 @@ from proxy.models import Scope
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_ops import AnswerError
 from proxy.services.queue_limits import QueueLimits
+from proxy.services.secrets import redact_text
 from proxy.store.job_writer import JobWriter
 from proxy.store.jobs import Job, JobStore, NewJob
 
@@ -39,6 +40,21 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 MAX_RETRY_AFTER = 3600.0
 PURGE_EVERY = 3600.0
 CLAIM_INTERVAL = 0.01  # seconds between two looks at the queue, at most
+
+
+def redacted_turn(payload: dict[str, Any], rules: RedactionSettings) -> dict[str, Any]:
+    """The job's turn with every credential in its messages masked (``[redacted]``): the
+    queue keeps turn text for ``retention_days``, and the extraction model never sees it."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return payload
+    masked = [
+        {**m, "content": redact_text(m["content"], rules)}
+        if isinstance(m, dict) and isinstance(m.get("content"), str)
+        else m
+        for m in messages
+    ]
+    return {**payload, "messages": masked}
 
 
 @dataclass
@@ -97,6 +113,7 @@ class Worker:
         extractor: Extractor,
         settings: LearningSettings,
         metrics: Metrics | None = None,
+        redaction: RedactionSettings | None = None,
     ) -> None:
         self._jobs = jobs
         self._extractor = extractor
@@ -108,6 +125,7 @@ class Worker:
         self._writer = JobWriter(jobs, settings.max_attempts)
         self._busy_scopes: set[str] = set()  # scopes with a job running in this process
         self._limits = QueueLimits(jobs, settings)
+        self._redaction = redaction or RedactionSettings()
         self.stats = WorkerStats()
         self._metrics = metrics or Metrics()
 
@@ -145,6 +163,7 @@ class Worker:
         the account is over its limits). Jobs queued at the same time share one transaction
         (group commit, ``JobWriter``)."""
         await self._limits.admit(scope.account)
+        payload = redacted_turn(payload, self._redaction)  # the queue keeps no credential
         await self._writer.submit(NewJob(job_id, scope, payload))
         self._limits.added(scope.account)
         if scope.key not in self._busy_scopes:  # else its running job's end wakes the loop

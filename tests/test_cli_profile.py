@@ -78,7 +78,7 @@ def test_export_import_while_the_proxy_runs(
     acme.add("u1", "mood", "tired today", kind="dynamic", metadata={"tier": "pro"})
     acme.add("u1", "hometown", "Lyon")
     acme.add("u2", "pet", "has a cat")
-    other.add("u1", "secret", "other account's fact")
+    other.add("u1", "private_note", "other account's fact")
     out = tmp_path / "u1.jsonl"
 
     assert (

@@ -17,7 +17,7 @@ from proxy.logging_setup import configure, unconfigure
 from proxy.store.db import Database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
-from tests.fakes.upstream import FakeUpstream, error_reply
+from tests.fakes.upstream import FakeUpstream, chat_completion, error_reply, json_reply
 from tests.test_extraction import FAST, Extraction
 
 SECRET_MESSAGE = "my secret diagnosis is zebra-pox-4471"
@@ -160,3 +160,39 @@ def test_worker_lines_carry_the_turns_request_id(
     assert worker and all(x["request_id"] == rid for x in worker)
     assert "not retryable" in worker[-1]["message"]
     assert SECRET_MESSAGE not in log_stream.getvalue()
+
+
+def test_an_unusable_extraction_answer_is_logged_without_its_content(
+    log_stream: io.StringIO, make_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    """The model's answer may repeat what the user said (an SSN, an address were seen in the
+    logs): at info level only its length and a hash are logged, on every attempt."""
+    answer = "Sure! The user's SSN is 078-05-1120 and they live at 12 Quokka Lane"
+    extraction = Extraction(upstream)
+    extraction.default = json_reply(chat_completion(answer))
+    proxy = make_proxy(learning={"run_worker": True, **FAST, "max_attempts": 2})
+    r = httpx.post(
+        proxy.base_url + "/interactions",
+        json={"collection_id": "fred", "model": "gpt-4o-mini", "wait_for_learning_seconds": 20,
+              "messages": [{"role": "user", "content": "hello"}]},
+        timeout=30,
+    )  # fmt: skip
+    assert r.json()["status"] == "failed", r.text
+    text = log_stream.getvalue()
+    assert "078-05-1120" not in text and "Quokka" not in text
+    assert "characters, sha256" in text  # what is logged instead
+    assert "078-05-1120" not in r.text  # nor in the job's stored error
+
+
+def test_access_lines_name_the_account_never_the_key(
+    log_stream: io.StringIO, make_proxy: Callable[..., Proxy], upstream: FakeUpstream
+) -> None:
+    proxy = make_proxy()
+    token = KeyStore(Database(proxy.settings.db_path)).create("acme")[1]
+    r = httpx.get(proxy.base_url + "/profile", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+    (line,) = [
+        x for x in lines(log_stream) if x.get("request_id") == r.headers["x-profilo-request-id"]
+    ]
+    assert line["account"] == "acme"
+    assert token not in log_stream.getvalue() and token[:10] not in log_stream.getvalue()

@@ -88,7 +88,7 @@ def _seed(tenants: list[Tenant]) -> dict[str, dict[str, str]]:
     for t in tenants:
         body = {
             "name": f"name of {t.label}",
-            "secret": f"the secret password of {t.label}",
+            "private_note": f"the secret password of {t.label}",
             "hobby": f"{t.label} plays chess",
         }
         t.ok("PATCH", "/profile", json=body)  # collection as a query parameter
@@ -177,10 +177,12 @@ def test_every_endpoint_is_isolated(proxy: Proxy) -> None:
 
     # PATCH /v1/profile of a shared key only touches its own scope
     acme_u1 = tenants[1]
-    acme_u1.ok("PATCH", "/profile", json={"secret": "changed in acme/u1"})
+    acme_u1.ok("PATCH", "/profile", json={"private_note": "changed in acme/u1"})
     for t in tenants:
         secret = next(
-            f["value"] for f in t.ok("GET", "/profile")["profile"]["static"] if f["key"] == "secret"
+            f["value"]
+            for f in t.ok("GET", "/profile")["profile"]["static"]
+            if f["key"] == "private_note"
         )
         assert secret == (
             "changed in acme/u1" if t is acme_u1 else f"the secret password of {t.label}"
@@ -191,7 +193,7 @@ def test_every_endpoint_is_isolated(proxy: Proxy) -> None:
         body = {"search_query": "secret password", "threshold": 0, "top_k": 100}
         deleted = {d["id"] for d in t.ok("POST", "/profile/delete", json=body)["deleted"]}
         mine = set(ids[t.label].values())
-        assert ids[t.label]["secret"] in deleted and deleted <= mine, t.label
+        assert ids[t.label]["private_note"] in deleted and deleted <= mine, t.label
         assert t.fact_ids() == mine - deleted
     for t in tenants[2:]:
         assert t.fact_ids() == set(ids[t.label].values()), t.label

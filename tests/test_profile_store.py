@@ -199,7 +199,7 @@ def test_retrieval_reads_facts_back_from_the_records(stack: Stack) -> None:
     # the records change but the index is not told (a crash right after the commit)
     with stack.db.write() as conn:
         conn.execute("UPDATE facts SET value = 'Has a dog named Rex' WHERE id = ?", (pet.id,))
-    vector = stack.retriever.embed_query("cat")
+    vector = stack.retriever.embed_query(ALICE, "cat")
     (hit, *_) = stack.retriever.search_vector(ALICE, vector, SearchOptions(top_k=5))
     assert hit.fact.value == "Has a dog named Rex"  # never the stale value
     with stack.db.write() as conn:

@@ -167,8 +167,8 @@ def test_bad_input_is_4xx_and_changes_nothing(
 
 def test_keys_and_tenancy(proxy: Proxy, keys: tuple[str, str]) -> None:
     acme, other = keys
-    fid = add_fact(proxy, acme, "alice", "secret", "acme's customer detail")
-    add_fact(proxy, acme, "bob", "secret", "bob's customer detail")
+    fid = add_fact(proxy, acme, "alice", "private_note", "acme's customer detail")
+    add_fact(proxy, acme, "bob", "private_note", "bob's customer detail")
     assert call(proxy, "POST", "get_profiles", None, {"user_id": "alice"}).status_code == 401
     assert call(proxy, "POST", "get_profiles", "pk-wrong", {"user_id": "alice"}).status_code == 401
     # another account sees nothing and can delete nothing
@@ -198,7 +198,7 @@ def test_keys_and_tenancy(proxy: Proxy, keys: tuple[str, str]) -> None:
     r = call(proxy, "DELETE", "delete_profile", acme, {"user_id": "bob", "profile_id": fid})
     assert r.status_code == 404
     found = call(proxy, "POST", "search_profiles", acme, search | {"user_id": "bob"}).json()
-    assert [p["content"] for p in found["user_profiles"]] == ["secret: bob's customer detail"]
+    assert [p["content"] for p in found["user_profiles"]] == ["private note: bob's customer detail"]
     log = call(proxy, "GET", "profile_change_log?user_id=bob", acme).json()["profile_change_logs"]
     assert [e["user_id"] for e in log] == ["bob"]
     # alice's fact survived all of it

@@ -133,6 +133,66 @@ def test_learned_credentials_are_dropped(make_proxy: Any, extraction: Extraction
     assert {k: f["value"] for k, f in facts(proxy).items()} == {"likes": "jazz"}
 
 
+# -- the ways around redaction a review found: each one now refused -------------------------
+
+BYPASSES = {
+    "unicode-hyphen-key": "sk\u2010proj\u2011" + "4fJ9q2LmZx81PqRsTuVwXy0aBcDeFgHi",
+    "fullwidth-key": "ｓｋ-proj-4fJ9q2LmZx81PqRsTuVwXy0aBcDeFgHi",
+    "zero-width-key": "sk-pr\u200boj-4fJ9q2LmZx81PqRsTuVwXy0aBcDeFgHi",
+    "password-for": "the password for my bank is Tr0ub4dor&3",
+    "password-to": "password to the vpn: letmein99",
+    "german": "mein Passwort ist geheim123",
+    "spanish": "mi contraseña es gato2020",
+    "card-dots": "4111.1111.1111.1111",
+    "card-commas": "4111, 1111, 1111, 1111",
+    "card-slashes": "4111/1111/1111/1111",
+}
+SECRET_KEYS = ("passwort", "bank_pw", "secret", "pwd", "pin_code", "Contraseña", "client_secret")
+MORE_HARMLESS = {
+    "favourite_artist": "favourite pin-up artist",
+    "garden": "PINE trees",
+    "pin_up_artist": "Bettie Page",
+    "secret_santa": "Bob",
+    "passport_country": "Portugal",
+}
+
+
+@pytest.mark.parametrize(("name", "text"), BYPASSES.items(), ids=list(BYPASSES))
+def test_look_alikes_and_phrasings_are_refused(proxy: Proxy, name: str, text: str) -> None:
+    for r in _write_all(proxy, text):
+        assert r.status_code == 400 and r.json()["error"]["code"] == "secret_value", r.text
+
+
+def test_list_values_are_checked_item_by_item(proxy: Proxy) -> None:
+    for value in ([API_KEY], ["4111", "1111", "1111", "1111"], ["a", "my pin is 4921"]):
+        r = httpx.patch(proxy.base_url + "/profile", json={"notes": value})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "secret_value", value
+
+
+def test_more_keys_named_like_credentials(proxy: Proxy) -> None:
+    for key in SECRET_KEYS:
+        r = httpx.patch(proxy.base_url + "/profile", json={key: "hunter2"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "secret_value", key
+    r = httpx.patch(proxy.base_url + "/profile", json=MORE_HARMLESS)
+    assert r.status_code == 200 and r.json()["created"] == len(MORE_HARMLESS), r.text
+
+
+def test_learned_look_alikes_are_dropped(make_proxy: Any, extraction: Extraction) -> None:
+    proxy = make_proxy(learning=FAST)
+    extraction.script(
+        ops_reply(
+            *(op("add", f"note_{i}", text) for i, text in enumerate(BYPASSES.values())),
+            op("add", "bank_pw", "hunter2"),
+            op("add", "likes", "jazz"),
+        )
+    )
+    r = chat(proxy, "I like jazz")
+    status = job(proxy, r.headers["x-profilo-request-id"])
+    assert status["status"] == "done", status
+    assert status["result"]["dropped"] == {"secret": len(BYPASSES) + 1}
+    assert {k: f["value"] for k, f in facts(proxy).items()} == {"likes": "jazz"}
+
+
 # -- logs --------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from proxy.deps import current_account, get_services
+from proxy.deps import current_account, get_services, scope_for
 from proxy.models import Account
 from proxy.schemas.profile import iso
 from proxy.store.collections import Collections
@@ -32,3 +32,13 @@ def list_collections(
             for r in rows
         ],
     }
+
+
+@router.delete("/{collection_id}", summary="Erase everything stored about one end user")
+def erase_collection(
+    request: Request, collection_id: str, account: Account = Depends(current_account)
+) -> dict[str, Any]:
+    scope = scope_for(account, collection_id)
+    counts = get_services(request).profile.erase_collection(scope)
+    return {"object": "collection.deleted", "collection_id": collection_id, "deleted": True,
+            "erased": counts}  # fmt: skip

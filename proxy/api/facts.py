@@ -93,7 +93,10 @@ def delete_fact(
     account: Account = Depends(current_account),
     collection_id: str | None = Query(None),
     user_id: str | None = Query(None),
+    purge: bool = Query(False, description="also erase its history and change-log entries"),
 ) -> dict[str, Any]:
     scope = scope_for(account, collection_id, user_id)
-    fact = get_services(request).profile.delete_fact(scope, fact_id, request_id=request_id(request))
+    fact = get_services(request).profile.delete_fact(
+        scope, fact_id, request_id=request_id(request), purge=purge
+    )
     return {"id": fact.id, "object": "profile.fact.deleted", "deleted": True, "key": fact.key}

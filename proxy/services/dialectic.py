@@ -63,6 +63,8 @@ class DialecticService:
                     f"no dialectic session {session_id!r} for this user", param="session_id"
                 )
             history = self._sessions.turns(scope, session_id, self._max_turns)
+        else:
+            self._sessions.admit(scope.account)  # a new session: within the account's quota
         model = req.model or self._model
         features = Features(memory=True, user_profile=True)
         question = [{"role": "user", "content": req.text}]

@@ -25,6 +25,7 @@ from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords, Transaction
 from proxy.store.jobs import Job, JobStore
+from proxy.store.quotas import QuotaExceeded
 
 log = logging.getLogger("profilo.learning")
 
@@ -125,7 +126,10 @@ class Applier:
                     counts["merged"] += 1  # near-identical meaning under another key
                     return None
             if existing is None:
-                tx.add(self._new_fact(tx, job, source, op))
+                try:
+                    tx.add(self._new_fact(tx, job, source, op))
+                except QuotaExceeded:
+                    return "quota"  # checked before the insert: nothing half-written
                 return None
             if _same(existing.value, op.value):
                 counts["merged"] += 1

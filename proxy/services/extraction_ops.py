@@ -7,6 +7,8 @@ valid is dropped and counted by reason, never repaired by guessing.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from proxy.config import ProfileSettings
 from proxy.errors import BadRequest, SecretValue
 from proxy.models import CATEGORIES, FactKind
 from proxy.services.fact_rules import coerce_value, normalize_key
+
+log = logging.getLogger("profilo.extraction")
 
 OpName = Literal["add", "update", "delete"]
 OPS = ("add", "update", "delete", "none")
@@ -96,10 +100,19 @@ def parse_answer(text: str | None) -> list[Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise AnswerError(f"the model's answer is not JSON ({exc}): {text[:300]!r}") from exc
+        raise AnswerError(f"the model's answer is not JSON ({_described(text)})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("operations"), list):
-        raise AnswerError(f'the model\'s answer is not {{"operations": [...]}}: {text[:300]!r}')
+        shape = 'the model\'s answer is not {"operations": [...]}'
+        raise AnswerError(f"{shape} ({_described(text)})")
     return list(data["operations"])
+
+
+def _described(text: str) -> str:
+    """An unusable answer said without its content (it may repeat what the user said: logs
+    and the job's error get its length and a hash; the text itself only at debug level)."""
+    digest = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
+    log.debug("unusable extraction answer %s: %r", digest, text[:300])
+    return f"{len(text)} characters, sha256 {digest}"
 
 
 class _Drop(Exception):

@@ -102,6 +102,16 @@ class IndexSync:
                 log.warning("index replay deferred: %s", exc.message)
         return applied
 
+    def drop(self, scope: Scope) -> None:
+        """Remove the scope's index (its records were erased). An index that is down keeps
+        vectors of facts that no longer exist: never read back (retrieval reads facts from
+        the records by id), dropped by ``profilo index rebuild``."""
+        with self._lock(scope):
+            try:
+                self._index.drop_scope(scope)
+            except ProxyError as exc:
+                log.warning("index of an erased scope not dropped: %s", exc.message)
+
     def rebuild(self, scope: Scope) -> int:
         """Re-derive a scope's index from the records (drop, then upsert every live fact)."""
         with self._lock(scope):

@@ -18,6 +18,7 @@ from proxy.schemas.profile import DeleteByQuery, FactCreate, FactUpdate, SearchR
 from proxy.services.fact_rules import category_for, coerce_value, normalize_key
 from proxy.services.indexing import IndexSync
 from proxy.services.retrieval import Hit, Retriever, SearchOptions
+from proxy.store.erasure import Erasure
 from proxy.store.facts import FactFilter, FactRecords, Transaction
 
 MANUAL_SOURCE = "api"
@@ -50,12 +51,18 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 class ProfileService:
     def __init__(
-        self, records: FactRecords, sync: IndexSync, retriever: Retriever, rules: ProfileSettings
+        self,
+        records: FactRecords,
+        sync: IndexSync,
+        retriever: Retriever,
+        rules: ProfileSettings,
+        erasure: Erasure | None = None,
     ) -> None:
         self.records = records
         self._sync = sync
         self._retriever = retriever
         self.rules = rules
+        self._erasure = erasure
 
     # -- reads -------------------------------------------------------------------------------
     def facts(self, scope: Scope) -> list[Fact]:
@@ -256,14 +263,28 @@ class ProfileService:
         self._sync.try_flush(scope)
         return after
 
-    def delete_fact(self, scope: Scope, fact_id: str, *, request_id: str) -> Fact:
+    def delete_fact(
+        self, scope: Scope, fact_id: str, *, request_id: str, purge: bool = False
+    ) -> Fact:
+        """Delete a fact; with ``purge`` also its history, its change-log mentions and the
+        turn text of the jobs that learned it (erasure, not just an end of validity)."""
         with self.records.transaction(scope, request_id=request_id, source=MANUAL_SOURCE) as tx:
             fact = tx.by_id(fact_id)
             if fact is None or (fact.expires_at is not None and fact.expires_at <= tx.now):
                 raise NotFound(f"no fact with id {fact_id!r} in this profile", param="fact_id")
             tx.remove(fact)
+        if purge and self._erasure is not None:
+            self._erasure.purge_fact(scope, fact.id)
         self._sync.try_flush(scope)
         return fact
+
+    def erase_collection(self, scope: Scope) -> dict[str, int]:
+        """Everything stored about one end user: records first (one transaction), then the
+        scope's retrieval index."""
+        assert self._erasure is not None and scope.collection_id is not None
+        counts = self._erasure.erase_scope(scope)
+        self._sync.drop(scope)
+        return counts
 
     def delete_matching(self, scope: Scope, req: DeleteByQuery, *, request_id: str) -> list[Hit]:
         """Delete by query (or by id); with ``dry_run`` list what would go and delete nothing."""

@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from proxy.errors import Unavailable
+from proxy.store.private import private_dir, private_file
 
 #: SQLite's "another connection holds the lock" codes (the busy timeout ran out).
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -210,6 +211,32 @@ MIGRATIONS: dict[int, str] = {
     9: """
     CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started_at) WHERE started_at IS NOT NULL;
     """,
+    # Per-account usage for quotas, kept in step with ``facts`` by triggers (same transaction).
+    10: """
+    CREATE TABLE IF NOT EXISTS account_usage (
+        account TEXT PRIMARY KEY,
+        facts INTEGER NOT NULL DEFAULT 0,
+        collections INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT OR REPLACE INTO account_usage (account, facts, collections)
+        SELECT account, COUNT(*), COUNT(DISTINCT collection_id) FROM facts GROUP BY account;
+    CREATE TRIGGER IF NOT EXISTS facts_usage_insert AFTER INSERT ON facts BEGIN
+        INSERT INTO account_usage (account, facts, collections) VALUES (new.account, 1, 0)
+            ON CONFLICT (account) DO UPDATE SET facts = facts + 1;
+        UPDATE account_usage SET collections = collections + 1
+            WHERE account = new.account AND new.collection_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM facts WHERE scope_key = new.scope_key
+                            AND rowid != new.rowid);
+    END;
+    CREATE TRIGGER IF NOT EXISTS facts_usage_delete AFTER DELETE ON facts BEGIN
+        UPDATE account_usage SET facts = facts - 1 WHERE account = old.account;
+        UPDATE account_usage SET collections = collections - 1
+            WHERE account = old.account AND old.collection_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM facts WHERE scope_key = old.scope_key);
+    END;
+    CREATE INDEX IF NOT EXISTS dialectic_sessions_account
+        ON dialectic_sessions(account, expires_at);
+    """,
 }
 
 
@@ -223,7 +250,8 @@ class Database:
         # Writers of this process queue here (woken at once on release) rather than in
         # SQLite's busy handler, which sleeps in growing steps: tens of ms of tail latency.
         self._write_lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # the data dir: 0700
+        private_file(path)  # 0600, and so its -wal / -shm
         self.migrate()
 
     def _connect(self) -> sqlite3.Connection:

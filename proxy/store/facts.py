@@ -17,8 +17,10 @@ from typing import Any
 
 import orjson
 
+from proxy.config import QuotaSettings
 from proxy.models import Fact, Scope
 from proxy.store.db import Database
+from proxy.store.quotas import check_new_fact
 
 _COLUMNS = (
     "id, account, collection_id, key, value, kind, category, confidence, source, created_at, "
@@ -78,6 +80,7 @@ class Transaction:
     removed: list[Fact] = field(default_factory=list)
     change: Change | None = None  # set when the transaction commits with changes
     always_record: bool = False  # write the change-log entry even with no changes (jobs)
+    quotas: QuotaSettings | None = None  # checked before each new fact (store/quotas.py)
     change_id: str = field(default_factory=lambda: "chg_" + uuid.uuid4().hex)
 
     # -- reads inside the transaction (consistent with its writes) --------------------------
@@ -111,7 +114,10 @@ class Transaction:
 
     # -- writes --------------------------------------------------------------------------------
     def add(self, fact: Fact) -> None:
+        """Insert a new fact; ``QuotaExceeded`` (nothing written) over the account's quota."""
         self._check(fact)
+        if self.quotas is not None:
+            check_new_fact(self.conn, self.scope, self.quotas)
         self.conn.execute(
             f"INSERT INTO facts ({_COLUMNS}, scope_key) VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -250,8 +256,9 @@ class Transaction:
 
 
 class FactRecords:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: QuotaSettings | None = None) -> None:
         self._db = db
+        self._quotas = quotas
 
     @contextmanager
     def transaction(
@@ -268,6 +275,7 @@ class FactRecords:
                 conn, scope, request_id, source, now if now is not None else time.time()
             )
             tx.always_record = always_record
+            tx.quotas = self._quotas
             yield tx
             tx.change = tx._record_change()
 

@@ -36,6 +36,7 @@ import numpy as np
 from proxy.config import StoreSettings
 from proxy.errors import Unavailable
 from proxy.models import Scope
+from proxy.store.private import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def _embedded_client(path: Path, pool_size: int) -> Any:
     from chromadb.config import Settings, System
     from chromadb.telemetry.product import ProductTelemetryClient
 
-    path.mkdir(parents=True, exist_ok=True)
+    private_dir(path)
     settings = Settings(
         anonymized_telemetry=False,
         allow_reset=False,

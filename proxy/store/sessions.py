@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from proxy.config import QuotaSettings
 from proxy.models import Scope
 from proxy.store.db import Database
+from proxy.store.quotas import check_new_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +26,18 @@ class Turn:
 
 
 class SessionStore:
-    def __init__(self, db: Database, ttl_seconds: float) -> None:
+    def __init__(
+        self, db: Database, ttl_seconds: float, quotas: QuotaSettings | None = None
+    ) -> None:
         self._db = db
         self._ttl = ttl_seconds
+        self._quotas = quotas or QuotaSettings()
+
+    def admit(self, account: str) -> None:
+        """Before a new session's (paid) answer: ``QuotaExceeded`` when the account has its
+        quota of open sessions."""
+        with self._db.read() as conn:
+            check_new_session(conn, account, self._quotas)
 
     @staticmethod
     def new_id() -> str:
@@ -57,6 +68,11 @@ class SessionStore:
         """Store a finished turn (creating the session on its first turn); one transaction."""
         now = time.time()
         with self._db.write() as conn:
+            known = conn.execute(
+                "SELECT 1 FROM dialectic_sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+            if known is None:
+                check_new_session(conn, scope.account, self._quotas)
             conn.execute(
                 "INSERT INTO dialectic_sessions (id, account, collection_id, scope_key, "
                 "created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
