@@ -32,10 +32,10 @@ from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
 from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.changes import Outbox
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
-from proxy.store.lexical import LexicalIndex
+from proxy.store.lexical_pg import lexical_index
 
 ACCOUNT = "bench"
 NAME = "Priya"
@@ -71,13 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="profilo-bench-hybrid-") as tmp:
         settings = Settings(data_dir=Path(tmp))
-        db = Database(settings.db_path)
+        db = open_database(settings)
         model = build_embedder(settings.embedding, Path(tmp) / "models")
         embedder = CachedEmbedder(model)
         index = FactIndex(settings.store, settings.chroma_path)
         records = FactRecords(db)
         sync = IndexSync(records, Outbox(db), index, embedder)  # type: ignore[arg-type]
-        lexical = LexicalIndex(db)
+        lexical = lexical_index(db)
         lexical.ensure()
         scopes = [(Scope(ACCOUNT, "main"), args.facts)] + [
             (Scope(ACCOUNT, f"other{i}"), 2000) for i in range(args.other_scopes)

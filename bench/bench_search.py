@@ -52,7 +52,7 @@ from proxy.services.indexing import IndexSync
 from proxy.services.profile import ProfileService
 from proxy.services.retrieval import Hit, Retriever, SearchOptions
 from proxy.store.changes import Outbox
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
@@ -220,7 +220,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
         self.args = args
         self.settings = Settings(data_dir=data_dir, embedding={"cache_dir": args.model_cache})
-        self.db = Database(self.settings.db_path)
+        self.db = open_database(self.settings)
         self.records = FactRecords(self.db)
         self.outbox = Outbox(self.db)
         self.index = FactIndex(self.settings.store, self.settings.chroma_path)

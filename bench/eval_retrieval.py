@@ -33,11 +33,11 @@ from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
 from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.changes import Outbox
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
-from proxy.store.lexical import LexicalIndex
+from proxy.store.lexical_pg import lexical_index
 
 SET = Path(__file__).resolve().parent / "eval" / "retrieval_set.json"
 ACCOUNT = "eval"
@@ -73,14 +73,14 @@ def loaded(data: dict[str, Any], settings: Settings | None = None) -> Iterator[S
     with tempfile.TemporaryDirectory(prefix="profilo-eval-") as tmp:
         settings = settings or Settings(data_dir=Path(tmp))
         settings = settings.model_copy(update={"data_dir": Path(tmp)})
-        db = Database(settings.db_path)
+        db = open_database(settings)
         embedder = CachedEmbedder(
             build_embedder(settings.embedding, settings.embedding.cache_dir or Path(tmp) / "models")
         )
         index = FactIndex(settings.store, settings.chroma_path)
         records = FactRecords(db)
         sync = IndexSync(records, Outbox(db), index, embedder)
-        lexical = LexicalIndex(db)
+        lexical = lexical_index(db)
         lexical.ensure()
         now = time.time()
         for user in data["users"]:

@@ -60,14 +60,14 @@ from proxy.services.stored_completions import StoredCompletions
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.completions import CompletionStore
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.erasure import Erasure
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
-from proxy.store.lexical import LexicalIndex
+from proxy.store.lexical_pg import lexical_index
 from proxy.store.responses import ResponseStore
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
@@ -106,7 +106,7 @@ def _litellm_factory(settings: Settings) -> Any:
 
 
 def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
-    db = Database(settings.db_path, busy_timeout_ms=settings.store.sqlite_busy_timeout_ms)
+    db = open_database(settings)
     keys = KeyStore(db)
     router = UpstreamRouter(settings)
     passthrough = Passthrough(
@@ -121,7 +121,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     records = FactRecords(db, settings.quotas)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)
-    lexical = LexicalIndex(db)
+    lexical = lexical_index(db)
     if lexical.ensure():  # filled from the facts when missing or out of count
         log.warning("lexical index rebuilt from the facts")
     retriever = Retriever(records, index, embedder, sync, lexical, settings.retrieval, metrics)

@@ -12,7 +12,7 @@ from pathlib import Path
 from proxy import cli_profile
 from proxy.config import Settings, load_settings
 from proxy.errors import ConfigError, ProxyError
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 
 
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.db_path)
+    db = open_database(settings)
     store = KeyStore(db)
     try:
         if args.keys_command == "create":
@@ -66,11 +66,11 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _index(settings: Settings, args: argparse.Namespace) -> int:
-    from proxy.store.lexical import LexicalIndex
+    from proxy.store.lexical_pg import lexical_index
 
-    db = Database(settings.db_path)
+    db = open_database(settings)
     try:
-        print(f"lexical index rebuilt: {LexicalIndex(db).rebuild()} facts")
+        print(f"lexical index rebuilt: {lexical_index(db).rebuild()} facts")
     finally:
         db.close()
     return 0
@@ -85,7 +85,7 @@ def _serve(settings: Settings) -> int:
 
     configure(settings.log_level, settings.log_format)  # JSON lines with the request id
 
-    db = Database(settings.db_path)
+    db = open_database(settings)
     try:
         check_bind(settings, KeyStore(db), warn=False)
     finally:

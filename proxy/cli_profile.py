@@ -31,7 +31,7 @@ from proxy.services.fact_rules import normalize_key
 from proxy.services.indexing import IndexSync
 from proxy.services.profile import ProfileService
 from proxy.services.retrieval import Retriever
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.facts import FactRecords
 from proxy.store.job_admin import JobAdmin
 from proxy.store.jobs import JobStore
@@ -112,7 +112,7 @@ def _profile(settings: Settings, *, index: bool) -> Iterator[ProfileService]:
             services.index.close()
             services.db.close()
         return
-    db = Database(settings.db_path)
+    db = open_database(settings)
     try:
         records = FactRecords(db)
         # search and delete by query (the retriever's users) take the index=True path
@@ -252,7 +252,7 @@ def _delete(service: ProfileService, scope: Scope, args: argparse.Namespace) -> 
 
 
 def run_jobs(settings: Settings, args: argparse.Namespace) -> int:
-    db = Database(settings.db_path)
+    db = open_database(settings)
     try:
         admin = JobAdmin(db)
         command = args.jobs_command or "status"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -71,6 +71,23 @@ class StoreSettings(BaseModel):
     hnsw_batch_size: int = Field(default=2, ge=2)
     # How long a write waits for a records-database lock held by another process (then 503).
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    # PostgreSQL for the records and the job queue (several replicas); absent: SQLite in the
+    # data dir. e.g. postgresql://profilo@db.internal/profilo (README "Scale out").
+    database_url: str | None = None
+    pool_min_size: int = Field(default=2, ge=0)
+    pool_max_size: int = Field(default=16, ge=1)
+    pool_timeout_seconds: float = Field(default=5.0, gt=0)  # waiting for a connection: 503
+    # Where the vectors live in Postgres mode: Chroma (embedded or store.chroma_url) or the
+    # facts table itself (pgvector: exact per-scope search, same transaction as the fact).
+    vector_backend: Literal["chroma", "pgvector"] = "chroma"
+
+    @model_validator(mode="after")
+    def _pgvector_needs_postgres(self) -> StoreSettings:
+        if self.vector_backend == "pgvector" and not self.database_url:
+            raise ValueError("store.vector_backend: pgvector needs store.database_url")
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("store.pool_min_size must not exceed store.pool_max_size")
+        return self
 
 
 class EmbeddingSettings(BaseModel):
@@ -148,6 +165,10 @@ class LearningSettings(BaseModel):
     backoff_cap_seconds: float = Field(default=300.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A claimed job is leased this long, renewed every third of it while it runs; a lease that
+    # runs out (the worker paused, partitioned, killed) is taken over by any replica, and the
+    # old holder's fencing token no longer applies anything.
+    lease_seconds: float = Field(default=60.0, ge=1)
     nearest_facts: int = Field(default=20, ge=0, le=100)
     dedupe_similarity: float = Field(default=0.9, ge=0.0, le=1.0)
     max_message_chars: int = Field(default=8000, ge=100)

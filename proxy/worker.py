@@ -9,6 +9,9 @@
 - Start-up re-queues the jobs a crash left ``running``; stopping cancels the jobs in flight,
   which stay ``running`` until the next start re-queues them (nothing was applied: applying
   and marking done are one transaction).
+- Leases: every claimed job is leased (``learning.lease_seconds``) and renewed every third of
+  it while it runs; jobs whose lease ran out (a replica paused or killed) are re-queued by any
+  replica's loop. A job whose lease was taken over applies nothing (``LeaseLost``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from proxy.services.extraction_ops import AnswerError
 from proxy.services.queue_limits import QueueLimits
 from proxy.services.secrets import redact_text
 from proxy.store.job_writer import JobWriter
-from proxy.store.jobs import Job, JobStore, NewJob
+from proxy.store.jobs import Job, JobStore, LeaseLost, NewJob
 
 log = logging.getLogger("profilo.worker")
 
@@ -66,6 +69,7 @@ class WorkerStats:
     retried: int = 0
     attempts: int = 0
     repeated_runs: int = 0  # a job found already done when applied (changed nothing)
+    leases_lost: int = 0  # a job taken over by another worker (applied nothing here)
     facts_added: int = 0
     facts_updated: int = 0
     facts_removed: int = 0
@@ -124,6 +128,7 @@ class Worker:
         self._finished: dict[str, asyncio.Event] = {}
         self._writer = JobWriter(jobs, settings.max_attempts)
         self._busy_scopes: set[str] = set()  # scopes with a job running in this process
+        self._held: dict[str, int] = {}  # jobs this process runs: id → fencing token
         self._limits = QueueLimits(jobs, settings)
         self._redaction = redaction or RedactionSettings()
         self.stats = WorkerStats()
@@ -186,8 +191,22 @@ class Worker:
                 self._finished.pop(job_id, None)
 
     # -- the loop ------------------------------------------------------------------------------
+    async def _leases(self, now: float, last: float) -> float:
+        """Renew this worker's leases and re-queue expired ones, every third of a lease."""
+        lease = self._settings.lease_seconds
+        if now - last < lease / 3:
+            return last
+        if self._held:
+            lost = await asyncio.to_thread(self._jobs.renew, dict(self._held), time.time() + lease)
+            for job_id in lost:
+                log.warning("job %s: lease taken over by another worker", job_id)
+        expired = await asyncio.to_thread(self._jobs.expire_leases)
+        if expired:
+            log.warning("re-queued %d extraction jobs whose lease ran out", expired)
+        return now
+
     async def _loop(self) -> None:
-        last_purge = last_claim = 0.0
+        last_purge = last_claim = last_lease = 0.0
         while True:
             # a burst of enqueues wakes the loop once per CLAIM_INTERVAL, not once per turn
             await asyncio.sleep(max(0.0, last_claim + CLAIM_INTERVAL - time.monotonic()))
@@ -195,7 +214,13 @@ class Worker:
             self._wake.clear()
             free = self._settings.concurrency - len(self._tasks)
             try:
-                for job in await asyncio.to_thread(self._jobs.claim, free) if free > 0 else []:
+                last_lease = await self._leases(time.monotonic(), last_lease)
+                lease = self._settings.lease_seconds
+                claimed = (
+                    await asyncio.to_thread(self._jobs.claim, free, lease=lease) if free > 0 else []
+                )
+                for job in claimed:
+                    self._held[job.id] = job.token
                     task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
                     self._tasks.add(task)
                 if time.time() - last_purge > PURGE_EVERY:
@@ -216,6 +241,10 @@ class Worker:
                 result: dict[str, Any] | None = await self._extractor.run(job)
             except asyncio.CancelledError:
                 raise  # stopping: the job stays running and is re-queued at the next start
+            except LeaseLost:
+                log.warning("job %s: lease lost before it applied; another worker has it", job.id)
+                self.stats.leases_lost += 1
+                result = None
             except Exception as exc:
                 if await self._failed(job, exc):
                     self._limits.finished(job.account)
@@ -232,6 +261,7 @@ class Worker:
         except Exception:
             log.exception("index update after job %s failed (replayed later)", job.id)
         finally:
+            self._held.pop(job.id, None)
             self._busy_scopes.discard(job.scope.key)
             self._tasks.discard(asyncio.current_task())
             self._wake.set()
@@ -262,13 +292,15 @@ class Worker:
                 delay = self.backoff(job.attempts, retry_after(exc))
                 log.info("job %s attempt %d failed, retry in %.2fs: %s", job.id, job.attempts,
                          delay, error)  # fmt: skip
-                await asyncio.to_thread(self._jobs.retry, job.id, error, time.time() + delay)
+                await asyncio.to_thread(
+                    self._jobs.retry, job.id, error, time.time() + delay, job.token
+                )
                 self.stats.retried += 1
                 self._metrics.jobs.labels("retried").inc()
                 return False
             why = "attempts exhausted" if retryable else "not retryable"
             log.warning("job %s failed (%s): %s", job.id, why, error)
-            await asyncio.to_thread(self._jobs.fail, job.id, error)
+            await asyncio.to_thread(self._jobs.fail, job.id, error, None, job.token)
             self.stats.failed += 1
             self._metrics.jobs.labels("failed").inc()
         except Exception:

@@ -18,6 +18,12 @@ from proxy.app import create_app
 from proxy.config import Settings
 from tests.fakes.server import ServerThread
 from tests.fakes.upstream import FakeUpstream
+from tests.records_backend import (  # noqa: F401 (fixtures)
+    current_database_url,
+    pg_cluster,
+    pytest_generate_tests,
+    records_backend,
+)
 
 UPSTREAM_KEY = "sk-upstream-secret"
 
@@ -102,6 +108,11 @@ def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -
     if fake is not None:
         values["upstream"] = {"api_base": fake.url, "api_key": UPSTREAM_KEY}
     values.update(overrides)
+    url = current_database_url()
+    if url is not None:  # this test runs on Postgres (tests/records_backend.py)
+        store = dict(values.get("store") or {})
+        store.setdefault("database_url", url)
+        values["store"] = store
     return Settings(**values)
 
 

@@ -10,7 +10,7 @@ import httpx
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.jobs import Job, JobStore
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
@@ -59,12 +59,12 @@ def stream_raw(
 
 
 def accounts(proxy: Proxy, *names: str) -> list[str]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     return [keys.create(name)[1] for name in names]
 
 
 def job(proxy: Proxy, account: str, request_id: str) -> Job | None:
-    return JobStore(Database(proxy.settings.db_path)).get(account, request_id)
+    return JobStore(open_database(proxy.settings)).get(account, request_id)
 
 
 def auth(token: str) -> dict[str, str]:

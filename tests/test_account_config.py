@@ -8,11 +8,11 @@ from pathlib import Path
 from proxy.schemas.profile import AccountConfig
 from proxy.services.account_config import AccountConfigService
 from proxy.store.account_config import AccountConfigStore
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 
 
 def test_writes_are_read_back_and_the_memo_is_bounded(tmp_path: Path) -> None:
-    db = Database(tmp_path / "p.sqlite3")
+    db = SqliteDatabase(tmp_path / "p.sqlite3")
     service = AccountConfigService(AccountConfigStore(db), cache_size=8)
     assert service.get("acme").features.memory is False  # defaults, nothing stored
     on = AccountConfig.model_validate({"features": {"memory": True}})

@@ -15,7 +15,7 @@ from agents import (
     set_tracing_disabled,
 )
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from tests.conftest import Proxy
 from tests.fakes.upstream import (
     DEFAULT_CONTENT,
@@ -82,7 +82,7 @@ def test_runner_with_a_tool_through_the_bridge_with_memory(
     }
     assert messages[1] == {"role": "user", "content": "What's the weather where I live?"}
     # one learning job: the turn with the user's words (the tool-result turn adds none)
-    with Database(proxy.settings.db_path).read() as conn:
+    with open_database(proxy.settings).read() as conn:
         rows = conn.execute("SELECT collection_id, payload FROM jobs WHERE account = 'dev'")
         jobs = [(r[0], json.loads(r[1])) for r in rows]
     assert len(jobs) == 1 and jobs[0][0] == "alice"

@@ -10,7 +10,7 @@ import pytest
 
 from proxy.app import create_app
 from proxy.config import Settings
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.server import ServerStartError, ServerThread
@@ -20,7 +20,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def _keys(proxy: Proxy) -> KeyStore:
-    return KeyStore(Database(proxy.settings.db_path))
+    return KeyStore(open_database(proxy.settings))
 
 
 def test_dev_account_serves_without_keys_on_loopback(proxy: Proxy) -> None:
@@ -69,7 +69,7 @@ def test_non_loopback_bind_without_keys_refuses_to_start(tmp_path: Any) -> None:
 
 def test_non_loopback_bind_with_a_key_starts(tmp_path: Any, upstream: FakeUpstream) -> None:
     settings = Settings(data_dir=tmp_path, host="0.0.0.0", upstream={"api_base": upstream.url})
-    _, token = KeyStore(Database(settings.db_path)).create("acme")
+    _, token = KeyStore(open_database(settings)).create("acme")
     with ServerThread(create_app(settings)) as server:
         r = httpx.post(
             server.url + "/v1/chat/completions",

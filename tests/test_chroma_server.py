@@ -22,7 +22,7 @@ import pytest
 from chromadb.config import Settings as ChromaSettings
 
 from proxy.models import Scope
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.index import collection_name
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
@@ -160,7 +160,7 @@ def test_writes_survive_a_chroma_outage(
     make_proxy: Callable[..., Proxy], chroma_server: ChromaServer
 ) -> None:
     proxy = make_proxy(store={"chroma_url": chroma_server.url})
-    _, token = KeyStore(Database(proxy.settings.db_path)).create("outage-co")
+    _, token = KeyStore(open_database(proxy.settings)).create("outage-co")
     r = call(proxy, "PATCH", "/profile", token, json={"pet": "Has a cat named Miso"})
     assert r.status_code == 200, r.text
     chroma_server.stop()

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from proxy.cli import main
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import MODEL_CACHE, Proxy
 from tests.fakes.upstream import FakeUpstream, error_reply
@@ -39,7 +39,7 @@ def cli(config: Path, *args: str) -> int:
 class Api:
     def __init__(self, proxy: Proxy, account: str) -> None:
         self.proxy = proxy
-        self.token = KeyStore(Database(proxy.settings.db_path)).create(account)[1]
+        self.token = KeyStore(open_database(proxy.settings)).create(account)[1]
         self.headers = {"Authorization": f"Bearer {self.token}"}
 
     def add(self, user: str, key: str, value: str, **extra: Any) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.client import AsyncProfiloClient, ProfiloClient, ProfiloError
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
@@ -14,7 +14,7 @@ from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
 
 @pytest.fixture
 def token(proxy: Proxy) -> str:
-    return KeyStore(Database(proxy.settings.db_path)).create("acme")[1]
+    return KeyStore(open_database(proxy.settings)).create("acme")[1]
 
 
 def test_profile_patch_dry_run_then_apply(proxy: Proxy, token: str) -> None:

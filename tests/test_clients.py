@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.upstream import FakeUpstream
@@ -29,7 +29,7 @@ ANSWER = "Hello from fake upstream"  # the fake upstream's default reply
 
 @pytest.fixture
 def key(proxy: Proxy) -> str:
-    token = KeyStore(Database(proxy.settings.db_path)).create("acme")[1]
+    token = KeyStore(open_database(proxy.settings)).create("acme")[1]
     r = httpx.patch(
         proxy.base_url + "/profile",
         params={"collection_id": "alice"},

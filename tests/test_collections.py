@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream
@@ -18,7 +18,7 @@ def test_lists_own_collections_only(
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    db = Database(data / "profilo.sqlite3")
+    db = SqliteDatabase(data / "profilo.sqlite3")
     try:
         acme, other = KeyStore(db).create("acme")[1], KeyStore(db).create("other")[1]
     finally:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.upstream import FakeUpstream
@@ -105,7 +105,7 @@ def chromium() -> Iterator[Any]:
 
 
 def _setup(proxy: Proxy) -> str:
-    token = KeyStore(Database(proxy.settings.db_path)).create("acme")[1]
+    token = KeyStore(open_database(proxy.settings)).create("acme")[1]
     import httpx
 
     r = httpx.patch(

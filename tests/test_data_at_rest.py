@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from proxy.models import Scope
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase, open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream
@@ -47,7 +47,7 @@ def test_a_looser_existing_data_dir_is_tightened(tmp_path: Path) -> None:
     data.chmod(0o755)
     (data / "profilo.sqlite3").touch(mode=0o644)
     (data / "profilo.sqlite3").chmod(0o644)
-    Database(data / "profilo.sqlite3").close()
+    SqliteDatabase(data / "profilo.sqlite3").close()
     assert _mode(data) == 0o700 and _mode(data / "profilo.sqlite3") == 0o600
 
 
@@ -119,7 +119,7 @@ def test_plain_delete_keeps_the_audit_trail(proxy: Proxy) -> None:
 
 def test_erase_a_collection(make_proxy: Any, upstream: FakeUpstream, tmp_path: Path) -> None:
     proxy = make_proxy(make_settings(tmp_path / "d", upstream, models={"dialectic": "m"}))
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     acme = {"Authorization": "Bearer " + keys.create("acme")[1]}
     other = {"Authorization": "Bearer " + keys.create("other")[1]}
     for auth in (acme, other):

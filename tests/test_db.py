@@ -6,7 +6,7 @@ import os
 import threading
 from pathlib import Path
 
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 
 
 def open_handles(path: Path) -> int:
@@ -24,7 +24,7 @@ def open_handles(path: Path) -> int:
 
 def test_threads_that_end_leave_no_connection_open(tmp_path: Path) -> None:
     """Thread pools retire idle threads and start new ones: the connections must not pile up."""
-    db = Database(tmp_path / "p.sqlite3")
+    db = SqliteDatabase(tmp_path / "p.sqlite3")
     try:
         with db.write() as conn:
             conn.execute("CREATE TABLE t (x INTEGER)")
@@ -55,7 +55,7 @@ def test_threads_that_end_leave_no_connection_open(tmp_path: Path) -> None:
 
 
 def test_connections_of_live_threads_are_kept(tmp_path: Path) -> None:
-    db = Database(tmp_path / "p.sqlite3")
+    db = SqliteDatabase(tmp_path / "p.sqlite3")
     ready, release = threading.Barrier(5), threading.Event()
     seen: list[int] = []
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.schema import validate_chunk, validate_error
@@ -108,7 +108,7 @@ def test_legacy_message_field_and_unknown_session(proxy: Proxy, upstream: FakeUp
 
 
 def test_sessions_and_facts_are_scoped(proxy: Proxy, upstream: FakeUpstream) -> None:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     _, acme = keys.create("acme")
     _, other = keys.create("other")
     patch(proxy, {"hobby": "sailing", "collection_id": "u1"}, token=acme)

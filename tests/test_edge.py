@@ -14,7 +14,7 @@ import httpx
 
 from proxy.app import create_app
 from proxy.server import protocol, uvicorn_options
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.schema import validate_error
@@ -26,7 +26,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _key(proxy: Proxy, account: str = "acme") -> str:
-    return KeyStore(Database(proxy.settings.db_path)).create(account)[1]
+    return KeyStore(open_database(proxy.settings)).create(account)[1]
 
 
 def _raw(url: str, head: bytes, body: bytes = b"", wait: float = 20.0) -> bytes:

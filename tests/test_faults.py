@@ -42,6 +42,7 @@ from tests.fakes.upstream import (
     json_reply,
     sse_reply,
 )
+from tests.records_backend import records_at
 from tests.test_extraction import FAST, Extraction, facts, op, ops_reply
 from tests.test_worker import fact_from_turn, serve, wait_done
 
@@ -202,6 +203,7 @@ def test_index_outage_fails_open_and_loses_no_write(
 # -- the records database ----------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_a_locked_database_is_a_503_and_corrupts_nothing(
     make_proxy: Any, upstream: FakeUpstream
 ) -> None:
@@ -275,19 +277,25 @@ def test_kill_9_under_chat_load_loses_and_repeats_no_turn(
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    with sqlite3.connect(data / "profilo.sqlite3") as db:
-        before = dict(db.execute("SELECT id, status FROM jobs").fetchall())
+    records = records_at(data)
+    with records.read() as db:
+        before = {r[0]: r[1] for r in db.execute("SELECT id, status FROM jobs").fetchall()}
     assert set(acked) <= set(before)  # every answered turn's job was on disk
     assert {"queued"} <= set(before.values())  # the kill left work behind
     extraction.default = fact_from_turn
-    url = make_proxy(learning={**FAST, "concurrency": 4}).url  # the restart
+    # the restart (on Postgres the killed worker's leases run out first)
+    url = make_proxy(learning={**FAST, "concurrency": 4, "lease_seconds": 2}).url
     statuses = wait_done(url, list(before), timeout=60)
     assert all(s["status"] == "done" for s in statuses.values()), statuses
-    with sqlite3.connect(data / "profilo.sqlite3") as db:
-        per_job = dict(
-            db.execute("SELECT request_id, COUNT(*) FROM changes GROUP BY request_id").fetchall()
-        )
-        keys = [k for (k,) in db.execute("SELECT key FROM facts WHERE key LIKE 'turn_%'")]
+    with records.read() as db:
+        per_job = {
+            r[0]: r[1]
+            for r in db.execute(
+                "SELECT request_id, COUNT(*) FROM changes GROUP BY request_id"
+            ).fetchall()
+        }
+        keys = [r[0] for r in db.execute("SELECT key FROM facts WHERE key LIKE 'turn_%'")]
+    records.close()
     assert all(per_job.get(j) == 1 for j in before), "a job applied twice or not at all"
     assert len(keys) == len(set(keys)) == len(before)  # one fact per turn, none twice
     queued = sum(s == "queued" for s in before.values())

@@ -25,7 +25,7 @@ from hypothesis.errors import Unsatisfiable
 
 from proxy.app import create_app
 from proxy.config import Settings
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import make_settings
 from tests.fakes.schema import validate_error
@@ -94,7 +94,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
             # a failing extraction ends at once: a chat waiting for learning never hangs
             learning={"run_worker": True, "max_attempts": 1, "poll_interval_seconds": 0.05},
         )
-        keys = KeyStore(Database(settings.db_path))
+        keys = KeyStore(open_database(settings))
         alpha = {"Authorization": "Bearer " + keys.create("alpha")[1]}
         beta = {"Authorization": "Bearer " + keys.create("beta")[1]}
         with ServerThread(create_app(settings)) as server:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.upstream import FakeUpstream, chat_completion, hang_reply, json_reply
@@ -139,7 +139,7 @@ def test_bad_input_is_rejected_and_queues_nothing(make_proxy: Any, extraction: E
 
 def test_job_status_is_scoped_to_the_account(make_proxy: Any, extraction: Extraction) -> None:
     proxy = make_proxy(learning=FAST)
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     _, acme = keys.create("acme")
     _, other = keys.create("other")
     r = publish(

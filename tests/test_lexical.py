@@ -15,7 +15,7 @@ import httpx
 
 from proxy.cli import main as cli_main
 from proxy.models import Scope
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from proxy.store.lexical import LexicalIndex
 from tests.conftest import Proxy
@@ -137,7 +137,7 @@ def test_a_damaged_index_is_rebuilt_at_start_up_and_by_the_cli(
 
 
 def test_lexical_hits_never_cross_scopes(proxy: Proxy) -> None:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     _, acme = keys.create("acme")
     _, globex = keys.create("globex")
     secret = {"plan": "surprise party at the Quetzal Lounge"}
@@ -153,7 +153,7 @@ def test_lexical_hits_never_cross_scopes(proxy: Proxy) -> None:
         hits = search(proxy, "Quetzal Lounge party", token, collection_id=collection)
         assert secret["plan"] not in {f["value"] for f in hits}, (collection, hits)
     # the store itself: a scope's lexical query never returns another scope's fact
-    lexical = LexicalIndex(Database(proxy.settings.db_path))
+    lexical = LexicalIndex(open_database(proxy.settings))
     got = lexical.search(Scope("acme", "u1"), ["quetzal", "lounge"], 50)
     listed = call(proxy, "GET", "/profile/facts", acme, params={"collection_id": "u1"})
     assert {fact_id for fact_id, _ in got} <= {f["id"] for f in listed["facts"]}

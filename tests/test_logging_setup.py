@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from proxy.logging_setup import configure, unconfigure
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase, open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream, chat_completion, error_reply, json_reply
@@ -94,7 +94,7 @@ def test_no_key_and_no_body_in_logs(
 ) -> None:
     data = tmp_path / "keyed"
     data.mkdir()
-    db = Database(data / "profilo.sqlite3")
+    db = SqliteDatabase(data / "profilo.sqlite3")
     token = KeyStore(db).create("acme")[1]
     db.close()
     proxy = make_proxy(make_settings(data, upstream))
@@ -188,7 +188,7 @@ def test_access_lines_name_the_account_never_the_key(
     log_stream: io.StringIO, make_proxy: Callable[..., Proxy], upstream: FakeUpstream
 ) -> None:
     proxy = make_proxy()
-    token = KeyStore(Database(proxy.settings.db_path)).create("acme")[1]
+    token = KeyStore(open_database(proxy.settings)).create("acme")[1]
     r = httpx.get(proxy.base_url + "/profile", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
     (line,) = [

@@ -135,10 +135,10 @@ def test_scopes_never_leak_between_users_or_accounts(proxy: Proxy, upstream: Fak
     assert "parrot" in system and "Nightingale" not in system and "Alice" not in system
     assert "Account Wide" not in system
     # a second account with the same collection id sees nothing of the first
-    from proxy.store.db import Database
+    from proxy.store.db import open_database
     from proxy.store.keys import KeyStore
 
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     _, acme = keys.create("acme")
     _, other = keys.create("other")
     patch(proxy, {"name": "Acme Bob"}, "bob", token=acme)

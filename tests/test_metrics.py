@@ -12,7 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream, error_reply
@@ -229,7 +229,7 @@ def test_each_app_has_its_own_registry(
 
 def create_key(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(data_dir / "profilo.sqlite3")
+    db = SqliteDatabase(data_dir / "profilo.sqlite3")
     try:
         return KeyStore(db).create("acme")[1]
     finally:

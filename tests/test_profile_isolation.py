@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.schema import validate_error
@@ -70,7 +70,7 @@ class Tenant:
 
 
 def _tenants(proxy: Proxy) -> list[Tenant]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     _, acme = keys.create("acme")
     _, globex = keys.create("globex")
     return [

@@ -26,7 +26,7 @@ from proxy.services.fact_rules import category_for, coerce_value, normalize_key
 from proxy.services.indexing import IndexSync
 from proxy.services.retrieval import Retriever, SearchOptions, matches_feature
 from proxy.store.changes import ChangeLog, ChangeQuery, Outbox
-from proxy.store.db import Database
+from proxy.store.db import Database, SqliteDatabase, open_database
 from proxy.store.embedder import MiniLMEmbedder
 from proxy.store.facts import FactFilter, FactRecords, new_fact_id
 from proxy.store.index import FactIndex
@@ -83,7 +83,7 @@ def embedder() -> MiniLMEmbedder:
 
 @pytest.fixture
 def stack(tmp_path: Path, embedder: MiniLMEmbedder) -> Iterator[Stack]:
-    db = Database(tmp_path / "records.sqlite3")
+    db = SqliteDatabase(tmp_path / "records.sqlite3")
     records, outbox = FactRecords(db), Outbox(db)
     index = FactIndex(StoreSettings(), tmp_path / "chroma")
     flaky = FlakyIndex(index)
@@ -228,7 +228,7 @@ def test_outbox_left_by_a_crash_is_replayed_at_start_up(
     make_proxy: Callable[..., Proxy], tmp_path: Path
 ) -> None:
     settings = make_settings(tmp_path / "data", None)
-    db = Database(settings.db_path)
+    db = open_database(settings)
     records = FactRecords(db)
     with records.transaction(Scope("dev", None), request_id="req_x", source="test") as tx:
         tx.add(fact_of(Scope("dev", None), "boat", "Owns a small sailing boat", now=tx.now))
@@ -236,7 +236,7 @@ def test_outbox_left_by_a_crash_is_replayed_at_start_up(
     db.close()
 
     proxy = make_proxy(settings)
-    assert Outbox(Database(settings.db_path)).depth() == 0  # applied during start-up
+    assert Outbox(open_database(settings)).depth() == 0  # applied during start-up
     r = httpx.post(proxy.base_url + "/profile/search", json={"query": "sailing", "threshold": 0.3})
     assert [f["key"] for f in r.json()["facts"]] == ["boat"]
 

@@ -5,12 +5,11 @@ a chat answers and skips its learning)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import httpx
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.schema import validate_error
@@ -21,7 +20,7 @@ TURN = [{"role": "user", "content": "I live in Lisbon"}]
 
 
 def _keys(proxy: Proxy, *names: str) -> list[dict[str, str]]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     return [{"Authorization": "Bearer " + keys.create(n)[1]} for n in names]
 
 
@@ -46,12 +45,13 @@ def test_one_accounts_burst_does_not_starve_another(
         assert _publish(proxy, noisy, f"user{i}").status_code == 202
     r = _publish(proxy, quiet, "only", wait_for_learning_seconds=20)
     assert r.status_code == 200 and r.json()["status"] == "done", r.text
-    with sqlite3.connect(proxy.settings.db_path) as conn:
+    with open_database(proxy.settings).read() as conn:
         created, started = conn.execute(
             "SELECT created_at, started_at FROM jobs WHERE account = 'quiet'"
         ).fetchone()
         cut_in, after = conn.execute(
-            "SELECT SUM(started_at > ? AND started_at < ?), SUM(COALESCE(started_at > ?, 1)) "
+            "SELECT SUM(CASE WHEN started_at > ? AND started_at < ? THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN started_at IS NULL OR started_at > ? THEN 1 ELSE 0 END) "
             "FROM jobs "
             "WHERE account = 'noisy'",
             (created, started, started),
@@ -82,7 +82,7 @@ def test_queue_limit_is_429_and_writes_nothing(make_proxy: Any) -> None:
         validate_error(r.json())
         assert r.json()["error"]["code"] == "learning_queue_full"
         assert int(r.headers["retry-after"]) > 0
-    with sqlite3.connect(proxy.settings.db_path) as conn:
+    with open_database(proxy.settings).read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 3
     assert _publish(proxy, other, "u1").status_code == 202  # another account is not limited
 
@@ -113,5 +113,5 @@ def test_chat_over_the_limit_answers_and_skips_learning(
         assert r.status_code == 200, r.text
         assert r.headers["x-profilo-learning"] == "skipped"
         assert r.headers["x-profilo-learning-reason"] == "learning_queue_full"
-    with sqlite3.connect(proxy.settings.db_path) as conn:
+    with open_database(proxy.settings).read() as conn:
         assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1

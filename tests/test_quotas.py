@@ -3,12 +3,11 @@ nothing written; learned facts over quota are dropped and counted; other account
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import httpx
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.schema import validate_error
@@ -17,7 +16,7 @@ from tests.test_extraction import FAST, Extraction, op, ops_reply
 
 
 def _auth(proxy: Proxy, *names: str) -> list[dict[str, str]]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     return [{"Authorization": "Bearer " + keys.create(n)[1]} for n in names]
 
 
@@ -28,7 +27,7 @@ def _patch(proxy: Proxy, auth: dict[str, str], user: str, facts: dict[str, str])
 
 
 def _count(proxy: Proxy, account: str) -> int:
-    with sqlite3.connect(proxy.settings.db_path) as conn:
+    with open_database(proxy.settings).read() as conn:
         return int(
             conn.execute("SELECT COUNT(*) FROM facts WHERE account = ?", (account,)).fetchone()[0]
         )

@@ -8,14 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 
 
 @pytest.fixture
 def keys(proxy: Proxy) -> tuple[str, str]:
-    store = KeyStore(Database(proxy.settings.db_path))
+    store = KeyStore(open_database(proxy.settings))
     return store.create("acme")[1], store.create("other")[1]
 
 

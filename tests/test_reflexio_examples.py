@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from proxy import client as reflexio
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.upstream import FakeUpstream
@@ -39,7 +39,7 @@ ALICE = [
 
 @pytest.fixture
 def setup(proxy: Proxy) -> tuple[Proxy, str]:
-    _, token = KeyStore(Database(proxy.settings.db_path)).create("acme")
+    _, token = KeyStore(open_database(proxy.settings)).create("acme")
     return proxy, token
 
 
@@ -173,7 +173,7 @@ def test_profile_updates_and_evolution(
     make_proxy: Any, upstream: FakeUpstream, capsys: pytest.CaptureFixture[str]
 ) -> None:
     proxy = make_proxy(learning=FAST, models={"extraction": "gpt-4o-mini"})
-    _, token = KeyStore(Database(proxy.settings.db_path)).create("acme")
+    _, token = KeyStore(open_database(proxy.settings)).create("acme")
     Extraction(upstream).script(
         ops_reply(
             op("add", "camera_interest", "photography beginner, wants a first professional camera")
@@ -346,7 +346,7 @@ def test_basic_prompt_customization(
     stored = client.get_config().profile_extractor_config
     assert stored.model_dump() == profile_extractor
     other = reflexio.ReflexioClient(
-        url_endpoint=proxy.url, api_key=KeyStore(Database(proxy.settings.db_path)).create("b")[1]
+        url_endpoint=proxy.url, api_key=KeyStore(open_database(proxy.settings)).create("b")[1]
     )
     assert other.get_config().profile_extractor_config.context_prompt is None  # per account
 
@@ -562,7 +562,7 @@ def test_every_curl_example_of_the_seed(make_proxy: Any) -> None:
     """Each curl call of the seed, sent as written (method, path, headers, body) with
     ``$REFLEXIO_URL`` / ``$REFLEXIO_API_KEY`` set to the proxy and its key."""
     proxy = make_proxy(models={"extraction": "gpt-4o-mini"})
-    _, token = KeyStore(Database(proxy.settings.db_path)).create("acme")
+    _, token = KeyStore(open_database(proxy.settings)).create("acme")
     client = reflexio.ReflexioClient(url_endpoint=proxy.url, api_key=token)
     seed(client, "customer_alice", *ALICE)
     seed(

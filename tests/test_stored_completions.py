@@ -4,7 +4,6 @@ messages; per account, never relayed; ``store`` absent: nothing stored."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import httpx
@@ -12,7 +11,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionDeleted
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy
 from tests.fakes.schema import validate_error, validate_response
@@ -25,12 +24,12 @@ MESSAGES = [
 
 
 def _rows(proxy: Proxy) -> int:
-    with sqlite3.connect(proxy.settings.db_path) as conn:
+    with open_database(proxy.settings).read() as conn:
         return int(conn.execute("SELECT COUNT(*) FROM chat_completions").fetchone()[0])
 
 
 def _keys(proxy: Proxy) -> tuple[openai.OpenAI, openai.OpenAI]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     return proxy.client(keys.create("alpha")[1]), proxy.client(keys.create("beta")[1])
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply
@@ -51,7 +51,7 @@ def extraction(upstream: FakeUpstream) -> Extraction:
 
 
 def _scopes(proxy: Proxy) -> list[Scope]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     tokens = {name: keys.create(name)[1] for name in ("acme", "globex")}
     out = []
     for account, token in tokens.items():
@@ -268,7 +268,7 @@ def _count_model_calls(proxy: Proxy) -> _CountingEmbedder:
 
 
 def _victim_and_attacker(proxy: Proxy) -> tuple[dict[str, str], dict[str, str]]:
-    keys = KeyStore(Database(proxy.settings.db_path))
+    keys = KeyStore(open_database(proxy.settings))
     victim = {"Authorization": "Bearer " + keys.create("victim")[1]}
     attacker = {"Authorization": "Bearer " + keys.create("attacker")[1]}
     return victim, attacker

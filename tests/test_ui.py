@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.png import png_pixels
@@ -215,7 +215,7 @@ def test_ask_the_dialectic_keeps_the_session(
 def keyed(make_proxy: Callable[..., Proxy], upstream: FakeUpstream, tmp_path: Path) -> Any:
     data = tmp_path / "keyed"
     data.mkdir()
-    db = Database(data / "profilo.sqlite3")
+    db = SqliteDatabase(data / "profilo.sqlite3")
     try:
         tokens = KeyStore(db).create("acme")[1], KeyStore(db).create("other")[1]
     finally:

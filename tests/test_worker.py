@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from tests.fakes.upstream import (
     hang_reply,
     json_reply,
 )
+from tests.records_backend import current_database_url, records_at
 from tests.test_extraction import (
     FAST,
     Extraction,
@@ -184,7 +184,10 @@ def serve(data_dir: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subproc
         "PROFILO_LEARNING__POLL_INTERVAL_SECONDS": "0.05",
         "PROFILO_LEARNING__BACKOFF_BASE_SECONDS": "0.01",
         "PROFILO_LOG_LEVEL": "warning",
+        "PROFILO_LEARNING__LEASE_SECONDS": "2",
     }
+    if current_database_url():  # the Postgres run: the child serves from the same database
+        env["PROFILO_STORE__DATABASE_URL"] = str(current_database_url())
     cmd = [sys.executable, "-m", "proxy", "--data-dir", str(data_dir), "serve"]
     proc = subprocess.Popen(
         [*cmd, "--port", str(port)],
@@ -228,13 +231,16 @@ def test_a_killed_process_loses_no_job_and_repeats_none(
         upstream.wait_for(lambda: len(extraction.calls) == 3, timeout=10)
         os.kill(proc.pid, signal.SIGKILL)  # mid-LLM-call: two jobs running, three queued
         proc.wait(timeout=10)
-    with sqlite3.connect(data / "profilo.sqlite3") as db:
-        rows = dict(db.execute("SELECT id, status FROM jobs").fetchall())
+    db = records_at(data)
+    with db.read() as conn:
+        rows = {row[0]: row[1] for row in conn.execute("SELECT id, status FROM jobs").fetchall()}
+    db.close()
     assert rows[quick] == "done"
     assert sorted(rows[i] for i in ids) == ["queued", "queued", "queued", "running", "running"]
     calls_before = len(extraction.calls)
     extraction.default = fact_from_turn
-    url = make_proxy(learning={**FAST, "concurrency": 4}).url  # the restart, same data dir
+    # the restart, same records (on Postgres the killed worker's leases run out first)
+    url = make_proxy(learning={**FAST, "concurrency": 4, "lease_seconds": 2}).url
     statuses = wait_done(url, [quick, *ids])
     assert all(s["status"] == "done" for s in statuses.values())
     attempts = sorted(statuses[i]["attempts"] for i in ids)

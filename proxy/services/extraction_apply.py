@@ -93,7 +93,7 @@ class Applier:
                     "change_id": tx.change_id,
                     "format": mode,
                 }
-                JobStore.mark_done(tx.conn, job.id, result, tx.now)
+                JobStore.mark_done(tx.conn, job.id, result, tx.now, job.token)
         except _AlreadyDone:
             return {"already_done": True}
         return result

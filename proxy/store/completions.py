@@ -49,9 +49,12 @@ class CompletionStore:
     ) -> None:
         with self._db.write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO chat_completions "
+                "INSERT INTO chat_completions "
                 "(account, id, model, metadata, messages, completion, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, id) DO UPDATE SET "
+                "model = excluded.model, metadata = excluded.metadata, "
+                "messages = excluded.messages, completion = excluded.completion, "
+                "created_at = excluded.created_at",
                 (
                     account,
                     str(completion["id"]),
@@ -88,7 +91,10 @@ class CompletionStore:
             sql.append("AND model = ?")
             args.append(model)
         for key, value in metadata.items():
-            sql.append("AND json_extract(metadata, '$.' || json_quote(?)) = ?")
+            if self._db.dialect == "postgres":
+                sql.append("AND (metadata::jsonb ->> ?) = ?")
+            else:
+                sql.append("AND json_extract(metadata, '$.' || json_quote(?)) = ?")
             args += [key, value]
         if after is not None:
             op = ">" if order == "asc" else "<"
@@ -104,10 +110,15 @@ class CompletionStore:
         return [_row(r) for r in rows[:limit]], len(rows) > limit
 
     def update_metadata(self, account: str, completion_id: str, metadata: dict[str, str]) -> bool:
+        merge = (
+            "(jsonb_set(completion::jsonb, '{metadata}', ?::jsonb))::text"
+            if self._db.dialect == "postgres"
+            else "json_set(completion, '$.metadata', json(?))"
+        )
         with self._db.write() as conn:
             cur = conn.execute(
-                "UPDATE chat_completions SET metadata = ?, completion = json_set(completion, "
-                "'$.metadata', json(?)) WHERE account = ? AND id = ?",
+                f"UPDATE chat_completions SET metadata = ?, completion = {merge} "
+                "WHERE account = ? AND id = ?",
                 (orjson.dumps(metadata).decode(), orjson.dumps(metadata).decode(), account,
                  completion_id),
             )  # fmt: skip

@@ -1,247 +1,104 @@
-"""The records database: SQLite (stdlib ``sqlite3``, WAL) in the data dir.
+"""The records database: the source of truth (keys, facts and their history, change log,
+jobs, config, sessions, stored responses).
 
-This is the source of truth (keys, facts and their history, change log, jobs, config).
-It stays behind this small interface -- ``read()`` / ``write()`` context managers over plain
-SQL -- so a Postgres implementation can serve several proxy replicas later.
+One small interface, two backends: ``read()`` / ``write()`` context managers over plain SQL
+with ``?`` placeholders. ``SqliteDatabase`` (stdlib ``sqlite3``, WAL) in the data dir is the
+default; ``PostgresDatabase`` (``proxy/store/postgres.py``) when ``store.database_url`` is
+set, for several replicas. The SQL the stores write is shared; the few statements that differ
+branch on ``db.dialect`` inside ``proxy/store/``.
 
-One connection per thread (readers run concurrently under WAL); writes are serialized by
-``BEGIN IMMEDIATE`` so every write is one transaction.
+SQLite: one connection per thread (readers run concurrently under WAL); writes are serialized
+by ``BEGIN IMMEDIATE`` so every write is one transaction.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from proxy.errors import Unavailable
 from proxy.store.private import private_dir, private_file
+from proxy.store.schema_sqlite import MIGRATIONS
+
+if TYPE_CHECKING:
+    from proxy.config import Settings
+
+Dialect = Literal["sqlite", "postgres"]
 
 #: SQLite's "another connection holds the lock" codes (the busy timeout ran out).
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
-#: Schema migrations, applied in order, each once. Modules append theirs by number.
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE IF NOT EXISTS api_keys (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        prefix TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    );
-    CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys(account);
-    """,
-    2: """
-    CREATE TABLE IF NOT EXISTS facts (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        collection_id TEXT,
-        scope_key TEXT NOT NULL,
-        key TEXT NOT NULL,
-        value TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('static', 'dynamic')),
-        category TEXT NOT NULL,
-        confidence REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
-        source TEXT,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        expires_at REAL,
-        valid_from REAL NOT NULL,
-        generated_from_request_id TEXT,
-        session_id TEXT,
-        metadata TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE UNIQUE INDEX IF NOT EXISTS facts_scope_key ON facts(scope_key, key);
-    CREATE INDEX IF NOT EXISTS facts_scope_created ON facts(scope_key, created_at, id);
-    CREATE TABLE IF NOT EXISTS fact_versions (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        fact_id TEXT NOT NULL,
-        account TEXT NOT NULL,
-        scope_key TEXT NOT NULL,
-        snapshot TEXT NOT NULL,
-        valid_from REAL NOT NULL,
-        valid_to REAL NOT NULL,
-        closed_by_request_id TEXT
-    );
-    CREATE INDEX IF NOT EXISTS fact_versions_fact ON fact_versions(scope_key, fact_id, seq);
-    CREATE TABLE IF NOT EXISTS changes (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        account TEXT NOT NULL,
-        collection_id TEXT,
-        scope_key TEXT NOT NULL,
-        request_id TEXT,
-        source TEXT,
-        created_at REAL NOT NULL,
-        added TEXT NOT NULL,
-        updated TEXT NOT NULL,
-        removed TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS changes_scope ON changes(account, scope_key, seq);
-    CREATE INDEX IF NOT EXISTS changes_request ON changes(account, request_id);
-    CREATE TABLE IF NOT EXISTS index_outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        account TEXT NOT NULL,
-        collection_id TEXT,
-        scope_key TEXT NOT NULL,
-        fact_id TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT
-    );
-    CREATE INDEX IF NOT EXISTS index_outbox_scope ON index_outbox(scope_key, seq);
-    CREATE TABLE IF NOT EXISTS account_config (
-        account TEXT PRIMARY KEY,
-        config TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    """,
-    3: """
-    CREATE TABLE IF NOT EXISTS jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        account TEXT NOT NULL,
-        collection_id TEXT,
-        scope_key TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL,
-        next_run_at REAL NOT NULL,
-        error TEXT,
-        result TEXT,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL
-    );
-    CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_run_at, seq) WHERE status = 'queued';
-    CREATE INDEX IF NOT EXISTS jobs_scope_pending ON jobs(scope_key, seq)
-        WHERE status IN ('queued', 'running');
-    CREATE INDEX IF NOT EXISTS jobs_account ON jobs(account, status, seq);
-    CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
-    """,
-    4: """
-    CREATE TABLE IF NOT EXISTS dialectic_sessions (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        collection_id TEXT,
-        scope_key TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS dialectic_sessions_expiry ON dialectic_sessions(expires_at);
-    CREATE TABLE IF NOT EXISTS dialectic_turns (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT NOT NULL REFERENCES dialectic_sessions(id) ON DELETE CASCADE,
-        question TEXT NOT NULL,
-        answer TEXT NOT NULL,
-        fact_ids TEXT NOT NULL,
-        request_id TEXT,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS dialectic_turns_session ON dialectic_turns(session_id, seq);
-    """,
-    5: """
-    CREATE INDEX IF NOT EXISTS facts_scope_static
-        ON facts(scope_key, kind, confidence DESC);
-    """,
-    # The lexical index (FTS5, BM25) over each fact's text, kept in step with ``facts`` by
-    # triggers: in the same transaction as the write. Filled from the facts at start-up
-    # (``LexicalIndex.ensure``), which also rebuilds it when missing or out of count.
-    6: """
-    CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
-        text, scope_key, fact_id UNINDEXED,
-        tokenize = 'porter unicode61 remove_diacritics 2'
-    );
-    CREATE TABLE IF NOT EXISTS facts_fts_counts (
-        scope_key TEXT PRIMARY KEY,
-        n INTEGER NOT NULL
-    );
-    CREATE TRIGGER IF NOT EXISTS facts_fts_insert AFTER INSERT ON facts BEGIN
-        INSERT INTO facts_fts (rowid, text, scope_key, fact_id)
-        VALUES (new.rowid, replace(new.key, '_', ' ') || ': ' || new.value,
-                new.scope_key, new.id);
-        INSERT INTO facts_fts_counts (scope_key, n) VALUES (new.scope_key, 1)
-            ON CONFLICT (scope_key) DO UPDATE SET n = n + 1;
-    END;
-    CREATE TRIGGER IF NOT EXISTS facts_fts_delete AFTER DELETE ON facts BEGIN
-        DELETE FROM facts_fts WHERE rowid = old.rowid;
-        UPDATE facts_fts_counts SET n = n - 1 WHERE scope_key = old.scope_key;
-    END;
-    CREATE TRIGGER IF NOT EXISTS facts_fts_update AFTER UPDATE OF key, value, id
-    ON facts BEGIN
-        DELETE FROM facts_fts WHERE rowid = old.rowid;
-        INSERT INTO facts_fts (rowid, text, scope_key, fact_id)
-        VALUES (new.rowid, replace(new.key, '_', ' ') || ': ' || new.value,
-                new.scope_key, new.id);
-    END;
-    """,
-    7: """
-    CREATE TABLE IF NOT EXISTS responses (
-        id TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('bridge', 'upstream')),
-        model TEXT NOT NULL,
-        previous_response_id TEXT,
-        input_items TEXT NOT NULL,
-        response TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS responses_account ON responses(account, created_at);
-    """,
-    8: """
-    CREATE TABLE IF NOT EXISTS chat_completions (
-        account TEXT NOT NULL,
-        id TEXT NOT NULL,
-        model TEXT NOT NULL,
-        metadata TEXT NOT NULL,
-        messages TEXT NOT NULL,
-        completion TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        UNIQUE (account, id)
-    );
-    CREATE INDEX IF NOT EXISTS chat_completions_account ON chat_completions(account, seq);
-    """,
-    9: """
-    CREATE INDEX IF NOT EXISTS jobs_started ON jobs(started_at) WHERE started_at IS NOT NULL;
-    """,
-    # Per-account usage for quotas, kept in step with ``facts`` by triggers (same transaction).
-    10: """
-    CREATE TABLE IF NOT EXISTS account_usage (
-        account TEXT PRIMARY KEY,
-        facts INTEGER NOT NULL DEFAULT 0,
-        collections INTEGER NOT NULL DEFAULT 0
-    );
-    INSERT OR REPLACE INTO account_usage (account, facts, collections)
-        SELECT account, COUNT(*), COUNT(DISTINCT collection_id) FROM facts GROUP BY account;
-    CREATE TRIGGER IF NOT EXISTS facts_usage_insert AFTER INSERT ON facts BEGIN
-        INSERT INTO account_usage (account, facts, collections) VALUES (new.account, 1, 0)
-            ON CONFLICT (account) DO UPDATE SET facts = facts + 1;
-        UPDATE account_usage SET collections = collections + 1
-            WHERE account = new.account AND new.collection_id IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM facts WHERE scope_key = new.scope_key
-                            AND rowid != new.rowid);
-    END;
-    CREATE TRIGGER IF NOT EXISTS facts_usage_delete AFTER DELETE ON facts BEGIN
-        UPDATE account_usage SET facts = facts - 1 WHERE account = old.account;
-        UPDATE account_usage SET collections = collections - 1
-            WHERE account = old.account AND old.collection_id IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM facts WHERE scope_key = old.scope_key);
-    END;
-    CREATE INDEX IF NOT EXISTS dialectic_sessions_account
-        ON dialectic_sessions(account, expires_at);
-    """,
-}
+
+class Cursor(Protocol):
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 
-class Database:
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+class Conn(Protocol):
+    """What the stores use of a connection (``sqlite3.Connection`` or ``postgres.PgConn``).
+    Rows index by position and by column name."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any: ...
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Any: ...
+
+
+class Database(ABC):
+    dialect: Dialect
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Conn]:
+        """A connection for reads (each statement sees the latest commit)."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Conn]:
+        """One write transaction: committed on success, rolled back on any exception."""
+
+    @abstractmethod
+    def migrate(self) -> None: ...
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """Schema versions applied and known (``profilo db status``)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def lock_scope(self, conn: Conn, scope_key: str) -> None:
+        """Inside ``write()``: serialize writers of one scope (SQLite's writes already are)."""
+        return None
+
+
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    """The records database the settings name: Postgres at ``store.database_url``, else
+    SQLite in the data dir."""
+    store = settings.store
+    if store.database_url:
+        from proxy.store.postgres import PostgresDatabase
+
+        return PostgresDatabase(
+            store.database_url,
+            min_size=store.pool_min_size,
+            max_size=store.pool_max_size,
+            timeout=store.pool_timeout_seconds,
+            migrate=migrate,
+        )
+    return SqliteDatabase(
+        settings.db_path, busy_timeout_ms=store.sqlite_busy_timeout_ms, migrate=migrate
+    )
+
+
+class SqliteDatabase(Database):
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, migrate: bool = True) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
@@ -252,7 +109,8 @@ class Database:
         self._write_lock = threading.Lock()
         private_dir(path.parent)  # the data dir: 0700
         private_file(path)  # 0600, and so its -wal / -shm
-        self.migrate()
+        if migrate:
+            self.migrate()
 
     def _connect(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -285,13 +143,13 @@ class Database:
         self._all = alive
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[Conn]:
         """A connection for reads (autocommit: each statement sees the latest commit)."""
         with _locked_is_unavailable():
             yield self._connect()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Conn]:
         """One write transaction: committed on success, rolled back on any exception.
         The file locked by another process past the busy timeout: ``Unavailable`` (503)."""
         conn = self._connect()
@@ -316,6 +174,18 @@ class Database:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
 
+    def status(self) -> dict[str, Any]:
+        with self.read() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            done = (
+                sorted(row[0] for row in conn.execute("SELECT version FROM schema_version"))
+                if exists
+                else []
+            )
+        return schema_status("sqlite", str(self.path), done, sorted(MIGRATIONS))
+
     def close(self) -> None:
         with self._lock:
             for _, conn in self._all:
@@ -325,6 +195,16 @@ class Database:
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+def schema_status(backend: str, where: str, done: list[int], known: list[int]) -> dict[str, Any]:
+    return {
+        "backend": backend,
+        "database": where,
+        "version": max(done, default=0),
+        "latest": max(known, default=0),
+        "pending": [v for v in known if v not in set(done)],
+    }
 
 
 @contextmanager

@@ -10,13 +10,12 @@ scope's retrieval index (Chroma) after the commit.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import orjson
 
 from proxy.models import Scope
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 
 
 class Erasure:
@@ -32,7 +31,7 @@ class Erasure:
                 (scope.key, fact_id),
             ).rowcount
             touched += _scrub_changes(conn, scope, {fact_id})
-            touched += _blank_jobs(conn, scope, requests)
+            touched += _blank_jobs(conn, scope, requests, self._db.dialect == "postgres")
         return touched
 
     def erase_scope(self, scope: Scope) -> dict[str, int]:
@@ -51,7 +50,7 @@ class Erasure:
         return counts
 
 
-def _requests_of(conn: sqlite3.Connection, scope: Scope, fact_id: str) -> set[str]:
+def _requests_of(conn: Conn, scope: Scope, fact_id: str) -> set[str]:
     """The request ids (learning jobs) that wrote any version of the fact."""
     out: set[str] = set()
     for (snapshot,) in conn.execute(
@@ -70,7 +69,7 @@ def _mentions(item: Any, ids: set[str]) -> bool:
     return isinstance(item, dict) and item.get("id") in ids
 
 
-def _scrub_changes(conn: sqlite3.Connection, scope: Scope, ids: set[str]) -> int:
+def _scrub_changes(conn: Conn, scope: Scope, ids: set[str]) -> int:
     """Drop the facts' snapshots from the scope's change-log entries (an entry left with
     nothing is deleted)."""
     touched = 0
@@ -95,12 +94,17 @@ def _scrub_changes(conn: sqlite3.Connection, scope: Scope, ids: set[str]) -> int
     return touched
 
 
-def _blank_jobs(conn: sqlite3.Connection, scope: Scope, requests: set[str]) -> int:
+def _blank_jobs(conn: Conn, scope: Scope, requests: set[str], postgres: bool) -> int:
     if not requests:
         return 0
     marks = ",".join("?" * len(requests))
+    blank = (
+        "(jsonb_set(payload::jsonb, '{messages}', '[]'::jsonb))::text"
+        if postgres
+        else "json_set(payload, '$.messages', json('[]'))"
+    )
     return conn.execute(
-        f"UPDATE jobs SET payload = json_set(payload, '$.messages', json('[]')) "
+        f"UPDATE jobs SET payload = {blank} "
         f"WHERE account = ? AND scope_key = ? AND id IN ({marks}) AND status IN ('done', 'failed')",
         (scope.account, scope.key, *requests),
     ).rowcount

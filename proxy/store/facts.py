@@ -7,7 +7,6 @@ the index outbox rows commit together (one SQLite transaction) or not at all.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -19,7 +18,7 @@ import orjson
 
 from proxy.config import QuotaSettings
 from proxy.models import Fact, Scope
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 from proxy.store.quotas import check_new_fact
 
 _COLUMNS = (
@@ -32,7 +31,7 @@ def new_fact_id() -> str:
     return "fact_" + uuid.uuid4().hex
 
 
-def _row_to_fact(row: sqlite3.Row) -> Fact:
+def _row_to_fact(row: Any) -> Fact:
     data = dict(row)
     data["metadata"] = orjson.loads(data["metadata"]) if data["metadata"] else {}
     return Fact(**data)
@@ -70,7 +69,7 @@ class Change:
 class Transaction:
     """One write: facts, their history, one change-log entry and the outbox rows."""
 
-    conn: sqlite3.Connection
+    conn: Conn
     scope: Scope
     request_id: str | None
     source: str | None
@@ -271,6 +270,7 @@ class FactRecords:
         always_record: bool = False,
     ) -> Iterator[Transaction]:
         with self._db.write() as conn:
+            self._db.lock_scope(conn, scope.key)  # one writer per scope across replicas
             tx = Transaction(
                 conn, scope, request_id, source, now if now is not None else time.time()
             )
@@ -301,9 +301,10 @@ class FactRecords:
         # scope: ~3.5 ms at 10k facts, linear in the scope) instead of one primary-key lookup
         # per id; without ANALYZE stats it prefers that index as soon as ids > 10. The scope
         # condition still filters every row.
+        plus = "+" if self._db.dialect == "sqlite" else ""  # Postgres plans by statistics
         with self._db.read() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM facts WHERE +scope_key = ? AND +account = ? "
+                f"SELECT {_COLUMNS} FROM facts WHERE {plus}scope_key = ? AND {plus}account = ? "
                 f"AND id IN ({marks}) AND {live}",
                 (scope.key, scope.account, *ids, *args),
             ).fetchall()

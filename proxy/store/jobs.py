@@ -4,11 +4,17 @@ A job is written before the turn that produced it is acknowledged. Its life: ``q
 (claimed) ``running`` → ``done`` | ``failed``, or back to ``queued`` with a later
 ``next_run_at`` after a failed attempt. ``mark_done`` runs inside the records transaction that
 applies the job's operations, so applying and finishing commit together (exactly once).
+
+Several processes (replicas on one Postgres) share the queue. A claim leases the job
+(``lease_until``, renewed while it runs) and bumps its fencing ``token``; finishing, retrying
+or failing a job names the token it was claimed with, so a worker whose lease ran out and was
+taken over (paused, partitioned, killed) changes nothing: ``mark_done`` raises ``LeaseLost``
+and the records transaction that applied its operations rolls back. On Postgres the claim
+locks its rows ``FOR UPDATE SKIP LOCKED``: concurrent claimers never take the same job.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -17,7 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.models import Scope
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
@@ -25,6 +31,10 @@ STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
 INTERRUPTION_GRACE = 3
 #: Claims rank accounts by the jobs they started within this many seconds (fair turns).
 FAIR_WINDOW = 60.0
+
+
+class LeaseLost(Exception):
+    """The job's lease was taken over (another claim bumped its token): apply nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,8 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    token: int = 0
+    lease_until: float | None = None
 
     @property
     def scope(self) -> Scope:
@@ -60,7 +72,7 @@ class Job:
         return self.status in ("done", "failed")
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: Any) -> Job:
     return Job(
         seq=row["seq"],
         id=row["id"],
@@ -76,7 +88,13 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        token=row["token"],
+        lease_until=row["lease_until"],
     )
+
+
+def _fence(token: int | None) -> tuple[str, tuple[int, ...]]:
+    return ("", ()) if token is None else (" AND token = ? AND status = 'running'", (token,))
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -130,7 +148,7 @@ class JobStore:
                 rows,
             )
 
-    def claim(self, limit: int, now: float | None = None) -> list[Job]:
+    def claim(self, limit: int, now: float | None = None, *, lease: float = 60.0) -> list[Job]:
         """Take up to ``limit`` due jobs: ``running``, one more attempt, committed.
 
         Only the head of a scope's queue (its earliest queued or running job) is eligible, so a
@@ -164,61 +182,113 @@ class JobStore:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
+        taken = (
+            f"seq IN (SELECT seq FROM jobs WHERE id IN ({marks}) AND status = 'queued' "
+            "FOR UPDATE SKIP LOCKED)"
+            if self._db.dialect == "postgres"
+            else f"id IN ({marks})"
+        )
         with self._db.write() as conn:
             rows = conn.execute(
-                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ? "
-                f"WHERE id IN ({marks}) AND status = 'queued' RETURNING *",
-                (now, *ids),
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, "
+                f"lease_until = ?, token = token + 1 WHERE {taken} AND status = 'queued' "
+                "RETURNING *",
+                (now, now + lease, *ids),
             ).fetchall()
         return sorted((_job(row) for row in rows), key=lambda job: job.seq)
 
-    def retry(self, job_id: str, error: str, run_at: float) -> None:
+    def retry(self, job_id: str, error: str, run_at: float, token: int | None = None) -> bool:
+        """Back to ``queued`` after a failed attempt; False when the lease was lost."""
+        fence, args = _fence(token)
         with self._db.write() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = 'queued', error = ?, next_run_at = ? "
-                "WHERE id = ? AND status = 'running'",
-                (error[:4000], run_at, job_id),
+            return (
+                conn.execute(
+                    "UPDATE jobs SET status = 'queued', error = ?, next_run_at = ?, "
+                    f"lease_until = NULL WHERE id = ? AND status = 'running'{fence}",
+                    (error[:4000], run_at, job_id, *args),
+                ).rowcount
+                > 0
             )
 
-    def fail(self, job_id: str, error: str, now: float | None = None) -> None:
+    def fail(
+        self, job_id: str, error: str, now: float | None = None, token: int | None = None
+    ) -> bool:
+        fence, args = _fence(token)
         with self._db.write() as conn:
-            conn.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? "
-                "WHERE id = ? AND status = 'running'",
-                (error[:4000], time.time() if now is None else now, job_id),
+            return (
+                conn.execute(
+                    "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
+                    f"lease_until = NULL WHERE id = ? AND status = 'running'{fence}",
+                    (error[:4000], time.time() if now is None else now, job_id, *args),
+                ).rowcount
+                > 0
             )
+
+    def renew(self, held: dict[str, int], until: float) -> set[str]:
+        """Extend the leases of the jobs this worker runs (id → token); returns the ids whose
+        lease was lost (taken over: their results will not apply)."""
+        lost = set()
+        with self._db.write() as conn:
+            for job_id, token in held.items():
+                cur = conn.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE id = ? AND token = ? "
+                    "AND status = 'running'",
+                    (until, job_id, token),
+                )
+                if cur.rowcount == 0:
+                    lost.add(job_id)
+        return lost
+
+    def expire_leases(self, now: float | None = None) -> int:
+        """Running jobs whose lease ran out go back to the queue (any replica takes them
+        over, with a new token); one interrupted far more often than it has attempts (it
+        keeps killing its worker) fails."""
+        return self._requeue("lease_until IS NULL OR lease_until < ?", now)
 
     @staticmethod
-    def is_done(conn: sqlite3.Connection, job_id: str) -> bool:
+    def is_done(conn: Conn, job_id: str) -> bool:
         """Inside a write transaction: has this job already been applied?"""
         row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row is not None and row[0] == "done"
 
     @staticmethod
     def mark_done(
-        conn: sqlite3.Connection, job_id: str, result: dict[str, Any], now: float
+        conn: Conn, job_id: str, result: dict[str, Any], now: float, token: int | None = None
     ) -> None:
-        """Inside the records transaction that applied the job's operations."""
-        conn.execute(
-            "UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ? "
-            "WHERE id = ?",
-            (orjson.dumps(result).decode(), now, job_id),
+        """Inside the records transaction that applied the job's operations. With the claim's
+        ``token``: ``LeaseLost`` (the transaction rolls back) when another claim took over."""
+        fence, args = _fence(token)
+        cur = conn.execute(
+            "UPDATE jobs SET status = 'done', result = ?, error = NULL, finished_at = ?, "
+            f"lease_until = NULL WHERE id = ?{fence}",
+            (orjson.dumps(result).decode(), now, job_id, *args),
         )
+        if token is not None and cur.rowcount == 0:
+            raise LeaseLost(job_id)
 
     def requeue_interrupted(self) -> int:
-        """Start-up: jobs a crash (or a stop mid-call) left ``running`` are queued again; one
-        interrupted far more often than it has attempts (it keeps killing the process) fails."""
-        now = time.time()
+        """Start-up. SQLite (one process per data dir): every job a crash (or a stop mid-call)
+        left ``running`` is queued again. Postgres (replicas share the queue): only those
+        whose lease ran out; the others belong to a live replica."""
+        if self._db.dialect == "postgres":
+            return self.expire_leases()
+        return self._requeue("1 = 1", None)
+
+    def _requeue(self, which: str, now: float | None) -> int:
+        now = time.time() if now is None else now
+        args = (now,) if "?" in which else ()
         with self._db.write() as conn:
             conn.execute(
-                "UPDATE jobs SET status = 'failed', finished_at = ?, error = COALESCE(error || "
-                "'; ', '') || 'interrupted repeatedly (the process stopped during the job)' "
-                "WHERE status = 'running' AND attempts >= max_attempts + ?",
-                (now, INTERRUPTION_GRACE),
+                "UPDATE jobs SET status = 'failed', finished_at = ?, lease_until = NULL, "
+                "error = COALESCE(error || '; ', '') || 'interrupted repeatedly (the process "
+                f"stopped during the job)' WHERE status = 'running' AND ({which}) "
+                "AND attempts >= max_attempts + ?",
+                (now, *args, INTERRUPTION_GRACE),
             )
             cur = conn.execute(
-                "UPDATE jobs SET status = 'queued', next_run_at = ? WHERE status = 'running'",
-                (now,),
+                "UPDATE jobs SET status = 'queued', next_run_at = ?, lease_until = NULL "
+                f"WHERE status = 'running' AND ({which})",
+                (now, *args),
             )
             return cur.rowcount
 
@@ -295,7 +365,7 @@ class JobStore:
             ):
                 counts[row[0]] = row[1]
             pending = conn.execute(
-                "SELECT MIN(created_at), SUM(attempts > 0) FROM jobs "
+                "SELECT MIN(created_at), SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END) FROM jobs "
                 "WHERE account = ? AND status IN ('queued', 'running')",
                 (account,),
             ).fetchone()

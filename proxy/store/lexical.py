@@ -17,11 +17,10 @@ another scope's rows.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from proxy.models import Scope
-from proxy.store.db import MIGRATIONS, Database, _split
+from proxy.store.db import MIGRATIONS, Conn, Database, _split
 
 _MIGRATION = 6
 _OBJECTS = (
@@ -115,7 +114,7 @@ class LexicalIndex:
             return self._fill(conn)
 
     @staticmethod
-    def _fill(conn: sqlite3.Connection) -> int:
+    def _fill(conn: Conn) -> int:
         conn.execute("DELETE FROM facts_fts")
         conn.execute("DELETE FROM facts_fts_counts")
         for statement in _FILL:

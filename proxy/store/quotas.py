@@ -5,19 +5,19 @@ fact over quota is dropped and counted)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from proxy.config import QuotaSettings
 from proxy.errors import TooManyRequests
 from proxy.models import Scope
+from proxy.store.db import Conn
 
 
 class QuotaExceeded(TooManyRequests):
     code = "quota_exceeded"
 
 
-def check_new_fact(conn: sqlite3.Connection, scope: Scope, quotas: QuotaSettings) -> None:
+def check_new_fact(conn: Conn, scope: Scope, quotas: QuotaSettings) -> None:
     """Raises ``QuotaExceeded`` when one more fact in ``scope`` would pass a quota."""
     if not (quotas.max_facts_per_account or quotas.max_collections_per_account):
         return
@@ -43,7 +43,7 @@ def check_new_fact(conn: sqlite3.Connection, scope: Scope, quotas: QuotaSettings
             )
 
 
-def check_new_session(conn: sqlite3.Connection, account: str, quotas: QuotaSettings) -> None:
+def check_new_session(conn: Conn, account: str, quotas: QuotaSettings) -> None:
     cap = quotas.max_dialectic_sessions_per_account
     if not cap:
         return

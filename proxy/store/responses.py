@@ -48,9 +48,13 @@ class ResponseStore:
     ) -> None:
         with self._db.write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO responses (id, account, kind, model, "
+                "INSERT INTO responses (id, account, kind, model, "
                 "previous_response_id, input_items, response, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "kind = excluded.kind, model = excluded.model, "
+                "previous_response_id = excluded.previous_response_id, "
+                "input_items = excluded.input_items, response = excluded.response, "
+                "created_at = excluded.created_at WHERE responses.account = excluded.account",
                 (
                     response_id,
                     account,

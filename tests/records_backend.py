@@ -1,0 +1,96 @@
+"""Both records backends for the tests that touch the records: SQLite and PostgreSQL.
+
+Modules named in ``BOTH`` run every test twice (``[sqlite]`` / ``[postgres]``). On Postgres,
+each test gets a database of its own in one throwaway cluster per session
+(``bench/pg_cluster.py``: a real server in a temporary directory, removed at the end); every
+``make_settings`` then points ``store.database_url`` at it. ``PROFILO_TEST_BACKENDS=sqlite``
+runs the SQLite half only.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.pg_cluster import PgCluster
+from proxy.store.db import Database, SqliteDatabase
+from proxy.store.postgres import PostgresDatabase
+
+#: Test modules run on both backends.
+BOTH = frozenset(
+    {
+        "test_account_config_api",
+        "test_auth",
+        "test_dialectic",
+        "test_extraction",
+        "test_facts_api",
+        "test_faults",
+        "test_fuzz",
+        "test_interactions",
+        "test_memory_chat",
+        "test_postgres",
+        "test_profile_api",
+        "test_profile_isolation",
+        "test_quotas",
+        "test_queue_fairness",
+        "test_reflexio_api",
+        "test_responses",
+        "test_stored_completions",
+        "test_tenancy",
+        "test_worker",
+    }
+)
+_current: list[str] = []
+
+
+def current_database_url() -> str | None:
+    """The Postgres database of the running test (None: SQLite)."""
+    return _current[-1] if _current else None
+
+
+def _backends() -> list[str]:
+    wanted = os.environ.get("PROFILO_TEST_BACKENDS", "sqlite,postgres")
+    return [b for b in ("sqlite", "postgres") if b in wanted.split(",")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if "records_backend" in metafunc.fixturenames and module in BOTH:
+        metafunc.parametrize("records_backend", _backends(), indirect=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    with PgCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(autouse=True)
+def records_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    backend = getattr(request, "param", "sqlite")
+    if backend == "postgres" and request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite-specific (the file, its locks)")
+    if backend != "postgres":
+        yield backend
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    name = "t_" + uuid.uuid4().hex[:16]
+    _current.append(cluster.create_database(name))
+    try:
+        yield backend
+    finally:
+        _current.pop()
+        if cluster.started:
+            cluster.drop_database(name)
+
+
+def records_at(data_dir: Path) -> Database:
+    """The records database a proxy with this data dir uses in the running test."""
+    url = current_database_url()
+    if url is not None:
+        return PostgresDatabase(url, min_size=0, max_size=2, migrate=False)
+    return SqliteDatabase(data_dir / "profilo.sqlite3")
