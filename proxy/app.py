@@ -68,6 +68,7 @@ from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
 from proxy.store.lexical_pg import lexical_index
+from proxy.store.notify import Invalidations
 from proxy.store.responses import ResponseStore
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
@@ -125,7 +126,9 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     if lexical.ensure():  # filled from the facts when missing or out of count
         log.warning("lexical index rebuilt from the facts")
     retriever = Retriever(records, index, embedder, sync, lexical, settings.retrieval, metrics)
-    account_config = AccountConfigService(AccountConfigStore(db))
+    invalidations = Invalidations(db)  # other replicas' writes (Postgres LISTEN/NOTIFY)
+    invalidations.start()
+    account_config = AccountConfigService(AccountConfigStore(db, invalidations))
     prompts = Prompts(memory_block=settings.memory.template)
     tokens = TokenCounter()
     memory = MemoryService(records, retriever, prompts, tokens, settings.memory)
@@ -176,6 +179,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     return Services(
         settings=settings,
         db=db,
+        invalidations=invalidations,
         keys=keys,
         router=router,
         passthrough=passthrough,
@@ -267,6 +271,7 @@ def create_app(settings: Settings) -> FastAPI:
             await services.passthrough.close()
             services.retriever.close()
             services.index.close()
+            services.invalidations.stop()
             services.db.close()
 
     app = FastAPI(title="profilo", version="0.1.0", lifespan=lifespan)

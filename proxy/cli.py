@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     cli_profile.add_parsers(sub)  # profile show|search|export|import|delete, jobs
 
+    db = sub.add_parser("db", help="the records database's schema (SQLite or Postgres)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply pending migrations (under a lock: safe with replicas)")
+    db_sub.add_parser("status", help="schema version applied and pending (exit 1 if pending)")
+
     index = sub.add_parser("index", help="manage the retrieval indexes")
     index_sub = index.add_subparsers(dest="index_command", required=True)
     index_sub.add_parser("rebuild", help="rebuild the lexical (FTS5) index from the facts")
@@ -63,6 +68,19 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         db.close()
     return 0
+
+
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_database(settings, migrate=args.db_command == "upgrade")
+    try:
+        status = db.status()
+    finally:
+        db.close()
+    pending = status["pending"]
+    print(f"backend: {status['backend']}\ndatabase: {status['database']}")
+    print(f"version: {status['version']} (latest {status['latest']})")
+    print(f"pending: {', '.join(map(str, pending)) if pending else 'none'}")
+    return 1 if pending else 0
 
 
 def _index(settings: Settings, args: argparse.Namespace) -> int:
@@ -118,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_profile.run_jobs(settings, args)
         if args.command == "index":
             return _index(settings, args)
+        if args.command == "db":
+            return _db(settings, args)
         return _keys(settings, args)
     except ConfigError as exc:
         print(f"profilo: {exc}", file=sys.stderr)

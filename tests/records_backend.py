@@ -32,7 +32,6 @@ BOTH = frozenset(
         "test_fuzz",
         "test_interactions",
         "test_memory_chat",
-        "test_postgres",
         "test_profile_api",
         "test_profile_isolation",
         "test_quotas",

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from proxy.errors import ProxyError, TooManyRequests
+from proxy.errors import ProxyError, TooManyRequests, Unavailable
 from proxy.identity import end_user_id
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import Route, UpstreamRouter
@@ -236,6 +236,10 @@ class ChatService:
             headers["X-Profilo-Learning"] = "skipped"
             headers["X-Profilo-Learning-Reason"] = str(exc.code)
             self._metrics.learning_skipped.labels(str(exc.code)).inc()
+            return False
+        except Unavailable as exc:  # the records unreachable: answer, say it was not queued
+            log.error("turn not queued for learning (fail open): %s", exc.message)
+            headers["X-Profilo-Learning"] = "error"
             return False
         return True
 

@@ -24,6 +24,7 @@ from proxy.store.embedder import Embedder
 from proxy.store.index import FactIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
+from proxy.store.notify import Invalidations
 from proxy.tokens import TokenCounter
 
 
@@ -52,6 +53,7 @@ class Services:
     relay: OpenAIRelay
     models: ModelCatalog
     stored_completions: StoredCompletions
+    invalidations: Invalidations
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

@@ -8,11 +8,15 @@ from typing import Any
 import orjson
 
 from proxy.store.db import Database
+from proxy.store.notify import Invalidations
+
+TOPIC = "account_config"
 
 
 class AccountConfigStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, invalidations: Invalidations | None = None) -> None:
         self._db = db
+        self.invalidations = invalidations or Invalidations(db)
 
     def get(self, account: str) -> dict[str, Any] | None:
         with self._db.read() as conn:
@@ -29,3 +33,4 @@ class AccountConfigStore:
                 "updated_at = excluded.updated_at",
                 (account, orjson.dumps(config).decode(), time.time()),
             )
+            self.invalidations.publish(conn, TOPIC, account)  # other replicas, on commit

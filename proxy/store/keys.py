@@ -1,14 +1,25 @@
-"""API keys: created by the CLI, stored hashed, checked on every request (no restart needed)."""
+"""API keys: created by the CLI, stored hashed, checked on every request (no restart needed).
+
+The database unreachable (Postgres down or restarting): a key this process checked within
+``STALE_IF_ERROR`` seconds is answered as it was then, so chat keeps working without memory
+instead of failing with the records (a key revoked during the outage is refused once the
+database answers again). A key never seen, or seen too long ago: 503."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
+from proxy.errors import Unavailable
 from proxy.models import Account
 from proxy.store.db import Database
+
+STALE_IF_ERROR = 600.0
+_REMEMBERED = 10_000
 
 KEY_PREFIX = "pk-"
 
@@ -30,6 +41,8 @@ def _hash(token: str) -> str:
 class KeyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._seen: OrderedDict[str, tuple[Account | None, float]] = OrderedDict()
+        self._seen_lock = threading.Lock()
 
     def create(self, account: str) -> tuple[KeyInfo, str]:
         """Create a key for ``account``; returns its info and the plaintext (shown once)."""
@@ -69,14 +82,48 @@ class KeyStore:
         return cur.rowcount == 1
 
     def authenticate(self, token: str) -> Account | None:
-        with self._db.read() as conn:
-            row = conn.execute(
-                "SELECT id, account FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
-                (_hash(token),),
-            ).fetchone()
-        return Account(id=row["account"], key_id=row["id"]) if row else None
+        digest = _hash(token)
+        try:
+            with self._db.read() as conn:
+                row = conn.execute(
+                    "SELECT id, account FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                    (digest,),
+                ).fetchone()
+        except Unavailable:
+            return self._stale(digest)
+        account = Account(id=row["account"], key_id=row["id"]) if row else None
+        self._remember(digest, account)
+        return account
 
     def any_exist(self) -> bool:
         """True once any key was ever created (revoked ones included): then keys are required."""
-        with self._db.read() as conn:
-            return conn.execute("SELECT EXISTS(SELECT 1 FROM api_keys)").fetchone()[0] == 1
+        try:
+            with self._db.read() as conn:
+                found = conn.execute("SELECT EXISTS(SELECT 1 FROM api_keys)").fetchone()[0] == 1
+        except Unavailable:
+            if self._any is None:
+                raise
+            return self._any
+        self._any = found
+        return found
+
+    # -- the last answers, for when the database is unreachable -------------------------------
+    _any: bool | None = None
+
+    def _remember(self, digest: str, account: Account | None) -> None:
+        with self._seen_lock:
+            self._seen[digest] = (account, time.monotonic())
+            self._seen.move_to_end(digest)
+            while len(self._seen) > _REMEMBERED:
+                self._seen.popitem(last=False)
+
+    def _stale(self, digest: str) -> Account | None:
+        with self._seen_lock:
+            seen = self._seen.get(digest)
+        if seen is None or time.monotonic() - seen[1] > STALE_IF_ERROR:
+            raise Unavailable(
+                "the records database is unreachable; retry shortly",
+                code="database_unavailable",
+                headers={"Retry-After": "1"},
+            )
+        return seen[0]

@@ -7,8 +7,10 @@ migrations run under an advisory lock, writers of one scope serialize on an advi
 transaction lock (``lock_scope``), the job queue claims with ``FOR UPDATE SKIP LOCKED``.
 
 Postgres unreachable (refused, restarted, pool exhausted past ``store.pool_timeout_seconds``):
-``Unavailable`` (503, ``Retry-After``); broken pooled connections are checked out of the pool
-at once, so the service resumes by itself when the server is back.
+``Unavailable`` (503, ``Retry-After``). Then a circuit opens: every call fails at once (no
+request waits out the pool's timeout during an outage) while one background probe connects
+every half second; when it succeeds the pool's broken connections are dropped and the circuit
+closes, so the service resumes by itself when the server is back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -129,7 +132,8 @@ class PostgresDatabase(Database):
             name="profilo-records",
         )
         self._pool.open(wait=False)
-        self._checking = threading.Lock()
+        self._probing = threading.Lock()
+        self._down = threading.Event()  # the circuit: open while the server is unreachable
         if migrate:
             self.migrate()
 
@@ -139,31 +143,46 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._down.is_set():
+            raise _unavailable()
         try:
             with self._pool.connection() as raw:
                 yield raw
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-            self._check_soon()
-            raise Unavailable(
-                "the records database is unreachable; retry shortly",
-                code="database_unavailable",
-                headers={"Retry-After": "1"},
-            ) from exc
+            # the server gone (no SQLSTATE, 08xxx connection, 57Pxx shutdown) opens the
+            # circuit; a full pool, a deadlock or a timeout is one refused call (503)
+            state = getattr(exc, "sqlstate", None)
+            if isinstance(exc, psycopg.OperationalError) and (
+                state is None or state.startswith(("08", "57P"))
+            ):
+                self._trip()
+            raise _unavailable() from exc
 
-    def _check_soon(self) -> None:
-        """Drop the pool's broken connections now (a restart leaves every idle one broken)."""
-        if not self._checking.acquire(blocking=False):
+    def _trip(self) -> None:
+        """Open the circuit and probe until the server answers (one prober at a time)."""
+        if not self._probing.acquire(blocking=False):
             return
+        self._down.set()
 
-        def check() -> None:
+        def probe() -> None:
             try:
-                self._pool.check()
-            except Exception:  # the server still down: the next failure checks again
-                log.debug("pool check failed", exc_info=True)
+                while True:
+                    try:
+                        psycopg.connect(self.url, connect_timeout=2).close()
+                        break
+                    except Exception:
+                        time.sleep(0.5)
+                try:
+                    self._pool.check()  # a restart left every idle connection broken
+                except Exception:
+                    log.debug("pool check failed", exc_info=True)
+                log.warning("records database reachable again")
             finally:
-                self._checking.release()
+                self._down.clear()
+                self._probing.release()
 
-        threading.Thread(target=check, name="profilo-pool-check", daemon=True).start()
+        log.error("records database unreachable: failing fast until it answers")
+        threading.Thread(target=probe, name="profilo-db-probe", daemon=True).start()
 
     @contextmanager
     def read(self) -> Iterator[Conn]:
@@ -205,6 +224,14 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        "the records database is unreachable; retry shortly",
+        code="database_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _redacted(url: str) -> str:
