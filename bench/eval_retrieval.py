@@ -37,6 +37,7 @@ from proxy.store.db import open_database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
+from proxy.store.lexical import LexicalIndex
 from proxy.store.lexical_pg import lexical_index
 
 SET = Path(__file__).resolve().parent / "eval" / "retrieval_set.json"
@@ -161,6 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=None, help="only the first N users")
     parser.add_argument("--grid", action="store_true", help="sweep fusion settings too")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also run hybrid on PostgreSQL (tsvector BM25) in this run and compare",
+    )
     args = parser.parse_args(argv)
     data = load_set(users=args.users)
     hybrid_settings = Settings().retrieval  # the defaults shipped (configs/default.yaml)
@@ -181,6 +187,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 got = evaluate(stack.retriever(settings), data["questions"])["all"]
                 result["grid"].append({"settings": point, **got})
                 print(f"  {point}: {got['recall@5']:.3f} {got['recall@10']:.3f} {got['mrr']:.3f}")
+    if args.postgres:
+        from bench.pg_cluster import PgCluster
+
+        with PgCluster() as cluster:
+            pg = Settings(store={"database_url": cluster.create_database("eval")})
+            with loaded(data, pg) as stack:
+                on_pg = evaluate(stack.retriever(hybrid_settings), data["questions"])
+        result["hybrid_postgres"] = on_pg
+        print("\nhybrid on SQLite (FTS5) vs PostgreSQL (tsvector), same run:")
+        for name in ["all", *sorted(k for k in hybrid if k != "all")]:
+            s, p = hybrid[name], on_pg[name]
+            print(
+                f"  {name:<14} recall@5 {s['recall@5']:.3f} / {p['recall@5']:.3f}  recall@10 "
+                f"{s['recall@10']:.3f} / {p['recall@10']:.3f}  MRR {s['mrr']:.3f} / {p['mrr']:.3f}"
+            )
+        gap = on_pg["all"]["recall@10"] / max(hybrid["all"]["recall@10"], 1e-9) - 1
+        print(f"recall@10 Postgres vs SQLite: {gap:+.2%}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return 0

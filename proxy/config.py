@@ -77,14 +77,9 @@ class StoreSettings(BaseModel):
     pool_min_size: int = Field(default=2, ge=0)
     pool_max_size: int = Field(default=16, ge=1)
     pool_timeout_seconds: float = Field(default=5.0, gt=0)  # waiting for a connection: 503
-    # Where the vectors live in Postgres mode: Chroma (embedded or store.chroma_url) or the
-    # facts table itself (pgvector: exact per-scope search, same transaction as the fact).
-    vector_backend: Literal["chroma", "pgvector"] = "chroma"
 
     @model_validator(mode="after")
-    def _pgvector_needs_postgres(self) -> StoreSettings:
-        if self.vector_backend == "pgvector" and not self.database_url:
-            raise ValueError("store.vector_backend: pgvector needs store.database_url")
+    def _pool_sizes(self) -> StoreSettings:
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("store.pool_min_size must not exceed store.pool_max_size")
         return self

@@ -11,8 +11,9 @@ rebuild``). FTS rows are keyed by the fact's rowid; a ``VACUUM`` may renumber ro
 Scopes: the scope key is an indexed column, so a query intersects the scope's rows inside the
 index (no scan of other scopes' matches); every read also filters ``scope_key = ?`` in SQL, so
 a lexical hit can never cross scopes even if two keys stemmed alike. BM25's statistics (IDF,
-average length) are those of the whole table: a score depends on the words, never reveals
-another scope's rows.
+average length) are those of the whole table, so a score can move when other scopes write
+rare words (a known residual, README "Security"; the Postgres index, ``lexical_pg.py``, uses
+each scope's own statistics).
 """
 
 from __future__ import annotations
