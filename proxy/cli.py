@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from proxy import cli_profile
 from proxy.config import Settings, load_settings
@@ -40,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply pending migrations (under a lock: safe with replicas)")
     db_sub.add_parser("status", help="schema version applied and pending (exit 1 if pending)")
+
+    store = sub.add_parser("store", help="move the records between backends")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    move = store_sub.add_parser(
+        "migrate", help="copy this (embedded) install's records into PostgreSQL, then validate"
+    )
+    move.add_argument("--to", required=True, metavar="POSTGRESQL_URL")
+    move.add_argument("--batch-size", type=int, default=1000)
+    move.add_argument(
+        "--no-index", action="store_true", help="leave the vector index to the replicas' start-up"
+    )
 
     index = sub.add_parser("index", help="manage the retrieval indexes")
     index_sub = index.add_subparsers(dest="index_command", required=True)
@@ -81,6 +93,58 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
     print(f"version: {status['version']} (latest {status['latest']})")
     print(f"pending: {', '.join(map(str, pending)) if pending else 'none'}")
     return 1 if pending else 0
+
+
+def _store(settings: Settings, args: argparse.Namespace) -> int:
+    from proxy.store.postgres import PostgresDatabase
+    from proxy.store.transfer import MigrationFailed, migrate, queue_reindex
+
+    target = PostgresDatabase(args.to, min_size=1, max_size=2)
+    try:
+        reports = migrate(settings.db_path, target, batch_size=args.batch_size)
+        for r in reports:
+            print(f"{r.table}: {r.rows} rows ({r.copied} copied this run)")
+        print(f"validated: every table's row count and content match; "
+              f"{queue_reindex(target)} facts queued for the vector index")  # fmt: skip
+        if args.no_index or not settings.store.chroma_url:
+            # never into the source's embedded index: each replica's start-up replays it
+            print("the replicas index those facts at start-up (store.chroma_url not set here)")
+        else:
+            print(f"vector index rebuilt: {_reindex(settings, target)} facts")
+    except MigrationFailed as exc:
+        print(f"profilo: migration failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        target.close()
+    return 0
+
+
+def _reindex(settings: Settings, target: Any) -> int:
+    from tqdm import tqdm
+
+    from proxy.llm.embeddings import build_embedder
+    from proxy.services.indexing import IndexSync
+    from proxy.store.changes import Outbox
+    from proxy.store.embed_cache import CachedEmbedder
+    from proxy.store.facts import FactRecords
+    from proxy.store.index import FactIndex
+
+    cache = settings.embedding.cache_dir or settings.data_dir / "models"
+    index = FactIndex(settings.store, settings.chroma_path)
+    outbox = Outbox(target)
+    sync = IndexSync(
+        FactRecords(target),
+        outbox,
+        index,
+        CachedEmbedder(build_embedder(settings.embedding, cache)),
+    )
+    total = 0
+    try:
+        for scope in tqdm(outbox.pending_scopes(), desc="index", unit="scope", file=sys.stderr):
+            total += sync.flush(scope)
+    finally:
+        index.close()
+    return total
 
 
 def _index(settings: Settings, args: argparse.Namespace) -> int:
@@ -138,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _index(settings, args)
         if args.command == "db":
             return _db(settings, args)
+        if args.command == "store":
+            return _store(settings, args)
         return _keys(settings, args)
     except ConfigError as exc:
         print(f"profilo: {exc}", file=sys.stderr)
