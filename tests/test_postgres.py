@@ -27,6 +27,8 @@ from proxy.store.jobs import JobStore, LeaseLost, NewJob
 from proxy.store.postgres import PostgresDatabase
 from tests.conftest import make_settings
 from tests.fakes.upstream import FakeUpstream
+from tests.test_extraction import FAST, Extraction
+from tests.test_worker import fact_from_turn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,3 +238,33 @@ def test_postgres_down_fails_open_then_resumes_by_itself(
             time.sleep(0.2)
         keys = sorted(f["key"] for f in httpx.get(profile).json()["profile"]["static"])
         assert keys == ["boat", "pet"]  # nothing lost, the refused write left nothing
+
+
+def test_waiting_for_learning_works_when_another_replica_runs_the_job(
+    make_proxy: Any, tmp_path: Path, upstream: FakeUpstream, database: str
+) -> None:
+    extraction = Extraction(upstream)
+    extraction.default = fact_from_turn
+    front = _replica(make_proxy, tmp_path, upstream, "front", database)  # its worker is off
+    worker = make_proxy(
+        make_settings(
+            tmp_path / "worker",
+            upstream,
+            store={"database_url": database},
+            learning={**FAST, "run_worker": True},
+        )
+    )
+    assert worker.url != front.url
+    r = httpx.post(
+        front.url + "/v1/interactions",
+        json={
+            "collection_id": "alice",
+            "messages": [{"role": "user", "content": "turn elsewhere"}],
+            "model": "gpt-4o-mini",
+            "wait_for_learning_seconds": 20,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["status"] == "done", r.text  # waited on the front
+    profile = httpx.get(front.base_url + "/profile", params={"collection_id": "alice"}).json()
+    assert [f["key"] for f in profile["profile"]["static"]] == ["turn_elsewhere"]
