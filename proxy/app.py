@@ -64,11 +64,12 @@ from proxy.store.db import open_database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.erasure import Erasure
 from proxy.store.facts import FactRecords
-from proxy.store.index import FactIndex
+from proxy.store.index import FactIndex, VectorIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
 from proxy.store.lexical_pg import lexical_index
 from proxy.store.notify import Invalidations
+from proxy.store.pgvector_index import PgVectorIndex
 from proxy.store.responses import ResponseStore
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
@@ -118,7 +119,11 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
             settings.embedding, settings.embedding.cache_dir or settings.data_dir / "models"
         )
     )
-    index = FactIndex(settings.store, settings.chroma_path)
+    index: VectorIndex = (
+        PgVectorIndex(db, embedder.dim)
+        if settings.store.vector_backend == "pgvector"
+        else FactIndex(settings.store, settings.chroma_path)
+    )
     records = FactRecords(db, settings.quotas)
     outbox = Outbox(db)
     sync = IndexSync(records, outbox, index, embedder)

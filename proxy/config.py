@@ -77,9 +77,14 @@ class StoreSettings(BaseModel):
     pool_min_size: int = Field(default=2, ge=0)
     pool_max_size: int = Field(default=16, ge=1)
     pool_timeout_seconds: float = Field(default=5.0, gt=0)  # waiting for a connection: 503
+    # Where the vectors live: Chroma (embedded, or chroma_url), or with store.database_url the
+    # facts table itself (pgvector: exact per-scope search; README "Scale out").
+    vector_backend: Literal["chroma", "pgvector"] = "chroma"
 
     @model_validator(mode="after")
     def _pool_sizes(self) -> StoreSettings:
+        if self.vector_backend == "pgvector" and not self.database_url:
+            raise ValueError("store.vector_backend: pgvector needs store.database_url")
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("store.pool_min_size must not exceed store.pool_max_size")
         return self

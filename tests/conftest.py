@@ -20,6 +20,7 @@ from tests.fakes.server import ServerThread
 from tests.fakes.upstream import FakeUpstream
 from tests.records_backend import (  # noqa: F401 (fixtures)
     current_database_url,
+    current_vector_backend,
     pg_cluster,
     pytest_generate_tests,
     records_backend,
@@ -112,6 +113,7 @@ def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -
     if url is not None:  # this test runs on Postgres (tests/records_backend.py)
         store = dict(values.get("store") or {})
         store.setdefault("database_url", url)
+        store.setdefault("vector_backend", current_vector_backend())
         values["store"] = store
     return Settings(**values)
 

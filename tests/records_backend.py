@@ -43,7 +43,16 @@ BOTH = frozenset(
         "test_worker",
     }
 )
+#: Modules also run with the vectors in Postgres (``store.vector_backend: pgvector``).
+WITH_PGVECTOR = frozenset(
+    {"test_profile_api", "test_tenancy", "test_memory_chat", "test_facts_api"}
+)
 _current: list[str] = []
+_vectors: list[str] = []
+
+
+def current_vector_backend() -> str | None:
+    return _vectors[-1] if _vectors else None
 
 
 def current_database_url() -> str | None:
@@ -52,14 +61,17 @@ def current_database_url() -> str | None:
 
 
 def _backends() -> list[str]:
-    wanted = os.environ.get("PROFILO_TEST_BACKENDS", "sqlite,postgres")
-    return [b for b in ("sqlite", "postgres") if b in wanted.split(",")]
+    wanted = os.environ.get("PROFILO_TEST_BACKENDS", "sqlite,postgres,pgvector")
+    return [b for b in ("sqlite", "postgres", "pgvector") if b in wanted.split(",")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
     if "records_backend" in metafunc.fixturenames and module in BOTH:
-        metafunc.parametrize("records_backend", _backends(), indirect=True)
+        backends = _backends()
+        if module not in WITH_PGVECTOR:
+            backends = [b for b in backends if b != "pgvector"]
+        metafunc.parametrize("records_backend", backends, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -71,18 +83,20 @@ def pg_cluster() -> Iterator[PgCluster]:
 @pytest.fixture(autouse=True)
 def records_backend(request: pytest.FixtureRequest) -> Iterator[str]:
     backend = getattr(request, "param", "sqlite")
-    if backend == "postgres" and request.node.get_closest_marker("sqlite_only"):
+    if backend != "sqlite" and request.node.get_closest_marker("sqlite_only"):
         pytest.skip("SQLite-specific (the file, its locks)")
-    if backend != "postgres":
+    if backend == "sqlite":
         yield backend
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     name = "t_" + uuid.uuid4().hex[:16]
     _current.append(cluster.create_database(name))
+    _vectors.append("pgvector" if backend == "pgvector" else "chroma")
     try:
         yield backend
     finally:
         _current.pop()
+        _vectors.pop()
         if cluster.started:
             cluster.drop_database(name)
 

@@ -268,3 +268,37 @@ def test_waiting_for_learning_works_when_another_replica_runs_the_job(
     assert r.status_code == 200 and r.json()["status"] == "done", r.text  # waited on the front
     profile = httpx.get(front.base_url + "/profile", params={"collection_id": "alice"}).json()
     assert [f["key"] for f in profile["profile"]["static"]] == ["turn_elsewhere"]
+
+
+def test_pgvector_keeps_each_facts_vector_in_its_row_and_searches_one_scope(
+    make_proxy: Any, tmp_path: Path, upstream: FakeUpstream, database: str
+) -> None:
+    settings = make_settings(
+        tmp_path / "v", upstream, store={"database_url": database, "vector_backend": "pgvector"}
+    )
+    proxy = make_proxy(settings)
+    url = proxy.base_url + "/profile"
+    for user, facts in (
+        ("alice", {"city": "Lives in Lyon", "pet": "Has a cat named Miso"}),
+        ("bob", {"city": "Lives in Oslo", "food": "Loves sushi"}),
+    ):
+        assert httpx.patch(url, params={"collection_id": user}, json=facts).status_code == 200
+    search = {"query": "where does the user live", "threshold": 0}
+    hits = httpx.post(url + "/search", params={"collection_id": "alice"}, json=search).json()
+    assert "Lyon" in str(hits) and "Oslo" not in str(hits)  # one scope only
+    db = PostgresDatabase(database, min_size=0, max_size=1, migrate=False)
+    with db.read() as conn:
+        rows = conn.execute(
+            "SELECT collection_id, vector_dims(embedding) FROM facts ORDER BY collection_id"
+        ).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("alice", 384)] * 2 + [("bob", 384)] * 2
+    # a deleted fact takes its vector with it; search no longer finds it
+    assert httpx.patch(url, params={"collection_id": "alice"}, json={"city": None}).status_code
+    hits = httpx.post(url + "/search", params={"collection_id": "alice"}, json=search).json()
+    assert "Lyon" not in str(hits)
+    with db.read() as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM facts WHERE embedding IS NOT NULL").fetchone()[0]
+            == 3
+        )
+    db.close()

@@ -21,7 +21,7 @@ from proxy.services.stored_completions import StoredCompletions
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
 from proxy.store.embedder import Embedder
-from proxy.store.index import FactIndex
+from proxy.store.index import VectorIndex
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
 from proxy.store.notify import Invalidations
@@ -37,7 +37,7 @@ class Services:
     passthrough: Passthrough
     chat: ChatService
     embedder: Embedder
-    index: FactIndex
+    index: VectorIndex
     outbox: Outbox
     sync: IndexSync
     retriever: Retriever

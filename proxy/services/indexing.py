@@ -18,7 +18,7 @@ from proxy.store.changes import Outbox
 from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
-from proxy.store.index import FactIndex
+from proxy.store.index import VectorIndex
 
 log = logging.getLogger("profilo.index")
 
@@ -32,7 +32,7 @@ def index_metadata(fact: Fact) -> dict[str, str | int | float | bool]:
 
 class IndexSync:
     def __init__(
-        self, records: FactRecords, outbox: Outbox, index: FactIndex, embedder: Embedder
+        self, records: FactRecords, outbox: Outbox, index: VectorIndex, embedder: Embedder
     ) -> None:
         self._records = records
         self._outbox = outbox

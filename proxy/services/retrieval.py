@@ -39,7 +39,7 @@ from proxy.services.query_terms import query_terms, without_words
 from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder, l2_normalize
 from proxy.store.facts import FactRecords
-from proxy.store.index import FactIndex
+from proxy.store.index import VectorIndex
 from proxy.store.lexical import LexicalIndex
 
 
@@ -81,7 +81,7 @@ class Retriever:
     def __init__(
         self,
         records: FactRecords,
-        index: FactIndex,
+        index: VectorIndex,
         embedder: Embedder,
         sync: IndexSync,
         lexical: LexicalIndex | None = None,

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -54,6 +54,24 @@ SEGMENTS_INDEX = "profilo_segments_collection"
 
 def collection_name(scope: Scope) -> str:
     return NAME_PREFIX + scope.key
+
+
+class VectorIndex(Protocol):
+    """What the services use of a vector index: Chroma (``FactIndex``) or pgvector
+    (``proxy/store/pgvector_index.py``)."""
+
+    def upsert(
+        self, scope: Scope, ids: Sequence[str], embeddings: np.ndarray, metadatas: Sequence[Any]
+    ) -> None: ...
+    def delete(self, scope: Scope, ids: Sequence[str]) -> None: ...
+    def query(
+        self, scope: Scope, embedding: np.ndarray, n: int, where: dict[str, Any] | None = None
+    ) -> list[tuple[str, float]]: ...
+    def vectors(self, scope: Scope, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def count(self, scope: Scope) -> int: ...
+    def drop_scope(self, scope: Scope) -> None: ...
+    def heartbeat(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class FactIndex:
