@@ -96,8 +96,8 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _store(settings: Settings, args: argparse.Namespace) -> int:
+    from proxy.store.migrate import MigrationFailed, migrate, queue_reindex
     from proxy.store.postgres import PostgresDatabase
-    from proxy.store.transfer import MigrationFailed, migrate, queue_reindex
 
     target = PostgresDatabase(args.to, min_size=1, max_size=2)
     try:

@@ -137,7 +137,7 @@ class Retriever:
         if total < rules.common_term_min_facts:
             return set()
         cap = max(1, math.ceil(rules.common_term_share * total))
-        return {t for t in terms if self._lexical.frequency(scope, t, cap) >= cap}
+        return self._lexical.frequent(scope, terms, cap)
 
     def _query_vector(self, scope: Scope, query: str, common: set[str]) -> Any:
         mode = self._settings.common_words

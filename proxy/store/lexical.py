@@ -77,6 +77,10 @@ class LexicalIndex:
             ).fetchone()
         return int(row[0])
 
+    def frequent(self, scope: Scope, terms: Sequence[str], cap: int) -> set[str]:
+        """The terms found in at least ``cap`` of the scope's facts."""
+        return {t for t in terms if self.frequency(scope, t, cap) >= cap}
+
     def count(self, scope: Scope) -> int:
         """The scope's indexed facts (a counter the triggers keep: no scan)."""
         with self._db.read() as conn:

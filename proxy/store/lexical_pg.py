@@ -22,9 +22,11 @@ from proxy.store.lexical import LexicalIndex
 K1 = 1.2
 B = 0.75
 
-#: The query's lexemes (each term stemmed as the facts were), then the scope's facts matching
-#: any of them with each matching lexeme's term frequency and the fact's length.
-_SEARCH = """
+#: The scope's ``n`` best facts for the query's lexemes (each term stemmed as the facts were),
+#: scored in the database: the matching facts' (lexeme, tf) pairs, each lexeme's document
+#: frequency among them, the scope's N and total length from ``facts_fts_counts``, then BM25
+#: summed per fact. One round trip; only ``n`` rows come back.
+_SEARCH = f"""
 WITH q AS (
     SELECT DISTINCT v.lexeme
     FROM unnest(?::text[]) AS t(term), unnest(to_tsvector('english'::regconfig, t.term)) AS v
@@ -34,17 +36,52 @@ m AS (
     WHERE scope_key = ? AND fts @@ (
         SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery FROM q
     )
+),
+h AS (
+    SELECT m.id, greatest(length(m.fts), 1) AS dl, e.lexeme,
+           coalesce(array_length(e.positions, 1), 1) AS tf
+    FROM m, unnest(m.fts) AS e
+    WHERE e.lexeme IN (SELECT lexeme FROM q)
+),
+df AS (SELECT lexeme, count(*) AS n FROM h GROUP BY lexeme),
+st AS (
+    SELECT greatest(coalesce(c.n, 0), (SELECT max(n) FROM df))::float8 AS docs,
+           coalesce(c.total_len, 0)::float8 AS total
+    FROM (SELECT 1) AS one LEFT JOIN facts_fts_counts AS c ON c.scope_key = ?
+),
+w AS (
+    SELECT df.lexeme,
+           ln((st.docs - df.n + 0.5) / (df.n + 0.5)) AS idf,
+           CASE WHEN st.docs > 0 AND st.total > 0 THEN st.total / st.docs ELSE 1.0 END AS avgdl
+    FROM df, st
 )
-SELECT m.id, length(m.fts) AS dl, e.lexeme, coalesce(array_length(e.positions, 1), 1) AS tf
-FROM m, unnest(m.fts) AS e
-WHERE e.lexeme IN (SELECT lexeme FROM q)
+SELECT h.id, sum(
+    (CASE WHEN w.idf > 0 THEN w.idf ELSE 1e-6 END) * h.tf * {K1 + 1}
+    / (h.tf + {K1} * (1 - {B} + {B} * h.dl / w.avgdl))
+) AS score
+FROM h JOIN w USING (lexeme)
+GROUP BY h.id
+ORDER BY score DESC, h.id COLLATE "C"
+LIMIT ?
+"""
+
+#: Which of the terms are in at least ``cap`` of the scope's facts: one round trip for all.
+_FREQUENT = """
+SELECT t.term FROM unnest(?::text[]) AS t(term)
+WHERE (
+    SELECT count(*) FROM (
+        SELECT 1 FROM facts
+        WHERE scope_key = ? AND fts @@ plainto_tsquery('english'::regconfig, t.term) LIMIT ?
+    ) AS hits
+) >= ?
 """
 
 
 def bm25(
     hits: Sequence[tuple[str, int, str, int]], n_docs: int, total_len: int
 ) -> dict[str, float]:
-    """BM25 per fact id from (id, length, lexeme, tf) rows, with the scope's statistics."""
+    """BM25 per fact id from (id, length, lexeme, tf) rows, with the scope's statistics: the
+    reference ``_SEARCH`` computes in SQL (the tests hold the two to each other)."""
     if not hits:
         return {}
     df: dict[str, set[str]] = {}
@@ -71,17 +108,8 @@ class PgLexicalIndex(LexicalIndex):
         if not terms or n <= 0:
             return []
         with self._db.read() as conn:
-            hits = conn.execute(_SEARCH, (list(terms), scope.key)).fetchall()
-            if not hits:
-                return []
-            stats = conn.execute(
-                "SELECT n, total_len FROM facts_fts_counts WHERE scope_key = ?", (scope.key,)
-            ).fetchone()
-        n_docs, total_len = (int(stats[0]), int(stats[1])) if stats else (0, 0)
-        rows = [(str(h[0]), int(h[1]), str(h[2]), int(h[3])) for h in hits]
-        scores = bm25(rows, n_docs, total_len)
-        best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-        return best[:n]
+            rows = conn.execute(_SEARCH, (list(terms), scope.key, scope.key, n)).fetchall()
+        return [(str(row[0]), float(row[1])) for row in rows]
 
     def frequency(self, scope: Scope, term: str, cap: int) -> int:
         with self._db.read() as conn:
@@ -91,6 +119,13 @@ class PgLexicalIndex(LexicalIndex):
                 (scope.key, term, cap),
             ).fetchone()
         return int(row[0])
+
+    def frequent(self, scope: Scope, terms: Sequence[str], cap: int) -> set[str]:
+        if not terms:
+            return set()
+        with self._db.read() as conn:
+            rows = conn.execute(_FREQUENT, (list(terms), scope.key, cap, cap)).fetchall()
+        return {str(row[0]) for row in rows}
 
     def ensure(self) -> bool:
         """The tsvector column cannot drift; the per-scope counts are re-derived when their
