@@ -468,7 +468,7 @@ def memory_steps(svc: Any, scope: Any, static: Any, both: Any) -> dict[str, Call
         return [t for t in terms if t not in common]
 
     return {
-        "common_terms (one count per query term)": lambda i: r.common_terms(
+        "common_terms (the scope's count and each term's, capped)": lambda i: r.common_terms(
             scope, query_terms(user_message(i))
         ),
         "lexical.search (the message's keywords, 32)": lambda i: lex.search(scope, keywords(i), 32),

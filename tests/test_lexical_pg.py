@@ -4,6 +4,7 @@ as one per term would, and neither score nor hit depends on another scope's fact
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from bench.pg_cluster import PgCluster
 from proxy.models import Scope
+from proxy.store.lexical import LexicalIndex
 from proxy.store.lexical_pg import PgLexicalIndex, bm25
 from proxy.store.postgres import PostgresDatabase
 
@@ -96,11 +98,16 @@ def test_common_terms_in_one_query_agree_with_one_query_per_term(db: PostgresDat
     rng = random.Random(11)
     scope = Scope("acct", "carol")
     _seed(db, scope, 200, rng)
-    _seed(db, Scope("acct", "dave"), 200, rng)
+    _seed(db, Scope("acct", "dave"), 400, rng)
     index = PgLexicalIndex(db)
     terms = [*WORDS[:12], "the", "zzz", "running"]
-    for cap in (1, 5, 20, 60, 200):
+    for share in (0.001, 0.05, 0.1, 0.3, 1.0):
+        cap = max(1, math.ceil(share * 200))
         one_by_one = {t for t in terms if index.frequency(scope, t, cap) >= cap}
-        assert index.frequent(scope, terms, cap) == one_by_one
-    assert index.frequent(scope, terms, 1) >= set(WORDS[:12])
-    assert index.frequent(scope, [], 1) == set()
+        assert index.common(scope, terms, share, 20) == one_by_one
+        # the SQLite path's arithmetic (the base class) over the same counts
+        assert LexicalIndex.common(index, scope, terms, share, 20) == one_by_one
+    assert index.common(scope, terms, 0.001, 1) >= set(WORDS[:12])
+    assert index.common(scope, terms, 0.001, 201) == set()  # too few facts to call any common
+    assert index.common(scope, [], 0.001, 1) == set()
+    assert index.common(Scope("acct", "nobody"), terms, 0.001, 0) == set()

@@ -67,8 +67,14 @@ def _seed(proxy: Proxy) -> str:
     jobs.retry(second.id, "later", 0.0, token=second.token)
     assert third.status == "running"
     configs = AccountConfigStore(db)
-    configs.put("acme", {"extraction": {"enabled": True}, "ratio": 0.25})
-    configs.put("Zed-Corp", {"n": 3})
+    configs.put(
+        "acme",
+        {
+            "profile_extractor_config": {"context_prompt": "a travel app"},
+            "features": {"memory": True},
+        },
+    )
+    configs.put("Zed-Corp", {"features": {"learning": False}})
     turn = Turn("where does alice live?", "Rome", ["fact_x"])
     SessionStore(db, 3600).append(
         Scope("acme", "alice"), SessionStore.new_id(), turn, request_id=None
@@ -77,14 +83,32 @@ def _seed(proxy: Proxy) -> str:
     return token
 
 
-def _answers(proxy_url: str, token: str) -> dict[str, Any]:
+def _answers(proxy: Proxy, token: str, upstream: FakeUpstream) -> dict[str, Any]:
+    """Profile, change log, search hits and the memory a chat injects, per user."""
     auth = {"Authorization": f"Bearer {token}"}
     out: dict[str, Any] = {}
     for user in ("alice", "bob"):
         params = {"collection_id": user}
-        out[user] = httpx.get(proxy_url + "/v1/profile", params=params, headers=auth).json()
-        changes = httpx.get(proxy_url + "/v1/profile/changes", params=params, headers=auth)
+        out[user] = httpx.get(proxy.url + "/v1/profile", params=params, headers=auth).json()
+        changes = httpx.get(proxy.url + "/v1/profile/changes", params=params, headers=auth)
         out[user + "/changes"] = changes.json()
+        found = httpx.post(
+            proxy.url + "/v1/profile/search",
+            params=params,
+            json={"query": "which city does the user live in", "threshold": 0, "top_k": 5},
+            headers=auth,
+        )
+        assert found.status_code == 200, found.text
+        out[user + "/search"] = sorted(hit["key"] for hit in found.json()["facts"])
+        proxy.client(token).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Where do I live, and what do I do?"}],
+            extra_body={
+                "features": {"memory": True, "user_profile": True, "learning": False},
+                "collection_id": user,
+            },
+        )
+        out[user + "/chat"] = upstream.last.json["messages"]
     return out
 
 
@@ -127,7 +151,7 @@ def test_command_copies_everything_validates_and_the_copy_serves_the_same(
 ) -> None:
     source = make_proxy()
     token = _seed(source)
-    before = _answers(source.url, token)
+    before = _answers(source, token, upstream)
     db_file = source.settings.db_path
     digest = _sha(db_file)
 
@@ -154,7 +178,7 @@ def test_command_copies_everything_validates_and_the_copy_serves_the_same(
     # a proxy on the migrated records answers as the embedded one did
     settings = make_settings(tmp_path / "pg", upstream, store={"database_url": url})
     migrated = make_proxy(settings)
-    assert _answers(migrated.url, token) == before
+    assert _answers(migrated, token, upstream) == before
     auth = {"Authorization": f"Bearer {token}"}
     hits = httpx.post(
         migrated.base_url + "/profile/search",

@@ -23,7 +23,6 @@ deleted value.
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,11 +132,9 @@ class Retriever:
         rules = self._settings
         if not terms or self._lexical is None:
             return set()
-        total = self._lexical.count(scope)
-        if total < rules.common_term_min_facts:
-            return set()
-        cap = max(1, math.ceil(rules.common_term_share * total))
-        return self._lexical.frequent(scope, terms, cap)
+        return self._lexical.common(
+            scope, terms, rules.common_term_share, rules.common_term_min_facts
+        )
 
     def _query_vector(self, scope: Scope, query: str, common: set[str]) -> Any:
         mode = self._settings.common_words

@@ -96,7 +96,10 @@ class KeyStore:
         return account
 
     def any_exist(self) -> bool:
-        """True once any key was ever created (revoked ones included): then keys are required."""
+        """True once any key was ever created (revoked ones included): then keys are required.
+        Rows are never deleted, so a True is final and answered from memory from then on."""
+        if self._any:
+            return True
         try:
             with self._db.read() as conn:
                 found = conn.execute("SELECT EXISTS(SELECT 1 FROM api_keys)").fetchone()[0] == 1

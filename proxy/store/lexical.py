@@ -18,6 +18,7 @@ each scope's own statistics).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from proxy.models import Scope
@@ -77,8 +78,13 @@ class LexicalIndex:
             ).fetchone()
         return int(row[0])
 
-    def frequent(self, scope: Scope, terms: Sequence[str], cap: int) -> set[str]:
-        """The terms found in at least ``cap`` of the scope's facts."""
+    def common(self, scope: Scope, terms: Sequence[str], share: float, min_facts: int) -> set[str]:
+        """The terms found in at least ``share`` of the scope's facts (none when the scope
+        holds fewer than ``min_facts``)."""
+        total = self.count(scope)
+        if not terms or total < min_facts:
+            return set()
+        cap = max(1, math.ceil(share * total))
         return {t for t in terms if self.frequency(scope, t, cap) >= cap}
 
     def count(self, scope: Scope) -> int:

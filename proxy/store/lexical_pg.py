@@ -23,7 +23,8 @@ K1 = 1.2
 B = 0.75
 
 #: The scope's ``n`` best facts for the query's lexemes (each term stemmed as the facts were),
-#: scored in the database: the matching facts' (lexeme, tf) pairs, each lexeme's document
+#: scored in the database: the matching facts' (lexeme, tf) pairs (the query's lexemes kept by
+#: marking them weight A and filtering on it: no unnest of whole vectors), each lexeme's document
 #: frequency among them, the scope's N and total length from ``facts_fts_counts``, then BM25
 #: summed per fact. One round trip; only ``n`` rows come back.
 _SEARCH = f"""
@@ -40,8 +41,9 @@ m AS (
 h AS (
     SELECT m.id, greatest(length(m.fts), 1) AS dl, e.lexeme,
            coalesce(array_length(e.positions, 1), 1) AS tf
-    FROM m, unnest(m.fts) AS e
-    WHERE e.lexeme IN (SELECT lexeme FROM q)
+    FROM m, unnest(ts_filter(
+        setweight(m.fts, 'A', (SELECT array_agg(lexeme) FROM q)), '{{a}}'
+    )) AS e
 ),
 df AS (SELECT lexeme, count(*) AS n FROM h GROUP BY lexeme),
 st AS (
@@ -65,15 +67,21 @@ ORDER BY score DESC, h.id COLLATE "C"
 LIMIT ?
 """
 
-#: Which of the terms are in at least ``cap`` of the scope's facts: one round trip for all.
-_FREQUENT = """
-SELECT t.term FROM unnest(?::text[]) AS t(term)
+#: The terms found in at least ``share`` of the scope's facts (none below ``min_facts`` facts):
+#: the scope's count and every term's, capped, in one round trip.
+_COMMON = """
+WITH c AS (
+    SELECT greatest(1, ceil(?::float8 * n))::bigint AS cap
+    FROM (SELECT coalesce((SELECT n FROM facts_fts_counts WHERE scope_key = ?), 0) AS n) AS s
+    WHERE n >= ?
+)
+SELECT t.term FROM unnest(?::text[]) AS t(term), c
 WHERE (
     SELECT count(*) FROM (
         SELECT 1 FROM facts
-        WHERE scope_key = ? AND fts @@ plainto_tsquery('english'::regconfig, t.term) LIMIT ?
+        WHERE scope_key = ? AND fts @@ plainto_tsquery('english'::regconfig, t.term) LIMIT c.cap
     ) AS hits
-) >= ?
+) >= c.cap
 """
 
 
@@ -120,11 +128,13 @@ class PgLexicalIndex(LexicalIndex):
             ).fetchone()
         return int(row[0])
 
-    def frequent(self, scope: Scope, terms: Sequence[str], cap: int) -> set[str]:
+    def common(self, scope: Scope, terms: Sequence[str], share: float, min_facts: int) -> set[str]:
         if not terms:
             return set()
         with self._db.read() as conn:
-            rows = conn.execute(_FREQUENT, (list(terms), scope.key, cap, cap)).fetchall()
+            rows = conn.execute(
+                _COMMON, (share, scope.key, min_facts, list(terms), scope.key)
+            ).fetchall()
         return {str(row[0]) for row in rows}
 
     def ensure(self) -> bool:
