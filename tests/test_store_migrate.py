@@ -164,7 +164,9 @@ def test_command_copies_everything_validates_and_the_copy_serves_the_same(
     _assert_same(db_file, url, outbox_extra=True)
     with psycopg.connect(url) as conn:
         queued = conn.execute("SELECT count(DISTINCT fact_id) FROM index_outbox").fetchone()
-        usage = conn.execute("SELECT facts, collections FROM account_usage WHERE account = 'acme'")
+        usage = conn.execute(
+            "SELECT sum(facts), sum(collections) FROM account_usage WHERE account = 'acme'"
+        )
         assert usage.fetchone() == (2, 2)
     assert queued == (2,)  # every fact waits for the vector index
 

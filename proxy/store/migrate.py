@@ -364,7 +364,9 @@ def _check_counters(target: PostgresDatabase) -> None:
     with target.read() as conn:
         usage = {
             r[0]: (int(r[1]), int(r[2]))
-            for r in conn.execute("SELECT account, facts, collections FROM account_usage")
+            for r in conn.execute(
+                "SELECT account, sum(facts), sum(collections) FROM account_usage GROUP BY account"
+            )
             if r[1] or r[2]
         }
         facts = {

@@ -21,10 +21,12 @@ def check_new_fact(conn: Conn, scope: Scope, quotas: QuotaSettings) -> None:
     """Raises ``QuotaExceeded`` when one more fact in ``scope`` would pass a quota."""
     if not (quotas.max_facts_per_account or quotas.max_collections_per_account):
         return
-    row = conn.execute(
-        "SELECT facts, collections FROM account_usage WHERE account = ?", (scope.account,)
+    row = conn.execute(  # one row per account on SQLite, one per stripe on Postgres
+        "SELECT coalesce(sum(facts), 0), coalesce(sum(collections), 0) FROM account_usage "
+        "WHERE account = ?",
+        (scope.account,),
     ).fetchone()
-    facts, collections = (row[0], row[1]) if row else (0, 0)
+    facts, collections = int(row[0]), int(row[1])
     cap = quotas.max_facts_per_account
     if cap and facts >= cap:
         raise QuotaExceeded(

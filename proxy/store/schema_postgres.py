@@ -172,10 +172,14 @@ MIGRATIONS: dict[int, str] = {
 
     -- Per-account usage (quotas) and per-scope lexical statistics (BM25's N and average
     -- length), kept by one trigger in the fact's own transaction.
+    -- account_usage is striped (16 rows per account, by the scope's hash): concurrent writers
+    -- of one account's different users do not queue on one hot row; readers sum the stripes.
     CREATE TABLE account_usage (
-        account TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        stripe SMALLINT NOT NULL,
         facts BIGINT NOT NULL DEFAULT 0,
-        collections BIGINT NOT NULL DEFAULT 0
+        collections BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (account, stripe)
     );
     CREATE TABLE facts_fts_counts (
         scope_key TEXT PRIMARY KEY,
@@ -185,14 +189,14 @@ MIGRATIONS: dict[int, str] = {
     CREATE FUNCTION profilo_facts_counts() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            INSERT INTO account_usage AS u (account, facts, collections)
-                VALUES (NEW.account, 1, 0)
-                ON CONFLICT (account) DO UPDATE SET facts = u.facts + 1;
+            INSERT INTO account_usage AS u (account, stripe, facts, collections)
+                VALUES (NEW.account, hashtext(NEW.scope_key) & 15, 1, 0)
+                ON CONFLICT (account, stripe) DO UPDATE SET facts = u.facts + 1;
             IF NEW.collection_id IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM facts WHERE scope_key = NEW.scope_key AND id <> NEW.id
             ) THEN
                 UPDATE account_usage SET collections = collections + 1
-                    WHERE account = NEW.account;
+                    WHERE account = NEW.account AND stripe = hashtext(NEW.scope_key) & 15;
             END IF;
             INSERT INTO facts_fts_counts AS c (scope_key, n, total_len)
                 VALUES (NEW.scope_key, 1, length(NEW.fts))
@@ -200,12 +204,13 @@ MIGRATIONS: dict[int, str] = {
                 SET n = c.n + 1, total_len = c.total_len + length(NEW.fts);
             RETURN NEW;
         ELSIF TG_OP = 'DELETE' THEN
-            UPDATE account_usage SET facts = facts - 1 WHERE account = OLD.account;
+            UPDATE account_usage SET facts = facts - 1
+                WHERE account = OLD.account AND stripe = hashtext(OLD.scope_key) & 15;
             IF OLD.collection_id IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM facts WHERE scope_key = OLD.scope_key
             ) THEN
                 UPDATE account_usage SET collections = collections - 1
-                    WHERE account = OLD.account;
+                    WHERE account = OLD.account AND stripe = hashtext(OLD.scope_key) & 15;
             END IF;
             UPDATE facts_fts_counts SET n = n - 1, total_len = total_len - length(OLD.fts)
                 WHERE scope_key = OLD.scope_key;
