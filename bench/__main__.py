@@ -1,11 +1,13 @@
 """``python -m bench``: every benchmark, bounded (< ~10 min on 2 cores), one command.
 
     python -m bench [--quick] [--only proxy|memory] [--with-100k] [--profile]
+                    [--precision fp32 int8]
 
 1. ``bench.bench_proxy`` (issue 2): the proxy vs the upstream called directly, a bare
    FastAPI + aiohttp relay and a bare litellm app; then where the proxy's time goes.
 2. ``bench.bench_memory`` (issue 4): memory on (1k / 10k facts; 100k with ``--with-100k``,
-   which adds ~15 min of seeding) vs memory off, through the same proxy.
+   which adds ~15 min of seeding) vs memory off, through the same proxy; one proxy per
+   ``--precision`` (embedding.precision), measured side by side.
 
 Prints a table per scenario with absolute numbers and ratios measured in the same run, and
 writes everything to ``bench/results/latest.json`` (gitignored).
@@ -68,6 +70,10 @@ def main() -> None:
     parser.add_argument("--with-100k", action="store_true", help="add a 100k-fact scope")
     parser.add_argument("--profile", action="store_true", help="cProfile the proxy app too")
     parser.add_argument("--static-fraction", type=float, default=0.05)
+    parser.add_argument(
+        "--precision", nargs="+", choices=["fp32", "int8"], default=["fp32"],
+        help="embedding.precision of the memory section's proxies (several: side by side)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
 
@@ -79,7 +85,12 @@ def main() -> None:
     if args.only in (None, "memory"):
         mplan = bench_memory.Plan.quick() if args.quick else bench_memory.Plan()
         sizes = [1000, 10000] + ([100000] if args.with_100k else [])
-        result["memory"] = bench_memory.run(mplan, sizes, static_fraction=args.static_fraction)
+        result["memory"] = bench_memory.run(
+            mplan,
+            sizes,
+            static_fraction=args.static_fraction,
+            precisions=tuple(dict.fromkeys(args.precision)),
+        )
     result["seconds"] = time.time() - started
 
     print("\n# summary")

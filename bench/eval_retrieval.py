@@ -3,6 +3,7 @@
     python -m bench.eval_retrieval                 # recall@5, recall@10, MRR, by question type
     python -m bench.eval_retrieval --grid          # also sweep the fusion weights / options
     python -m bench.eval_retrieval --users 2       # a quick subset
+    python -m bench.eval_retrieval --precision fp32 int8   # embedding.precision side by side
 
 In-process, on the classes the app wires together (``FactRecords``, ``Outbox``, ``FactIndex``,
 ``IndexSync``, ``LexicalIndex``, ``Retriever``) with the real local embedding model, in a
@@ -157,11 +158,37 @@ GRID = [
 ]  # fmt: skip
 
 
+def _other_precision(
+    data: dict[str, Any], precision: str, hybrid_settings: RetrievalSettings
+) -> dict[str, Any]:
+    with loaded(data, Settings(embedding={"precision": precision})) as stack:
+        print(f"\nembedding.precision: {precision}")
+        cosine = evaluate(stack.retriever(None), data["questions"])
+        hybrid = evaluate(stack.retriever(hybrid_settings), data["questions"])
+    print("\n".join(_table(cosine, hybrid)))
+    return {"cosine": cosine, "hybrid": hybrid}
+
+
+def _compare(a: str, ra: dict[str, Any], b: str, rb: dict[str, Any]) -> None:
+    print(f"\n{a} vs {b}, all questions:")
+    for mode in ("cosine", "hybrid"):
+        x, y = ra[mode]["all"], rb[mode]["all"]
+        cells = "  ".join(f"{m} {x[m]:.4f} / {y[m]:.4f}" for m in ("recall@5", "recall@10", "mrr"))
+        print(f"  {mode:<7} {cells}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=None, help="only the first N users")
     parser.add_argument("--grid", action="store_true", help="sweep fusion settings too")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "int8"],
+        default=["fp32"],
+        help="embedding.precision of the local model; several: each evaluated, then compared",
+    )
     parser.add_argument(
         "--postgres",
         action="store_true",
@@ -175,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"eval set: {len(data['users'])} users, {facts} facts, {len(data['questions'])} questions"
     )
     print(f"hybrid settings: {hybrid_settings.model_dump()}")
-    with loaded(data) as stack:
+    first, *others = args.precision
+    with loaded(data, Settings(embedding={"precision": first})) as stack:
+        print(f"embedding.precision: {first}")
         cosine = evaluate(stack.retriever(None), data["questions"])
         hybrid = evaluate(stack.retriever(hybrid_settings), data["questions"])
         print("\n".join(_table(cosine, hybrid)))
@@ -187,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 got = evaluate(stack.retriever(settings), data["questions"])["all"]
                 result["grid"].append({"settings": point, **got})
                 print(f"  {point}: {got['recall@5']:.3f} {got['recall@10']:.3f} {got['mrr']:.3f}")
+    for precision in others:
+        result[precision] = _other_precision(data, precision, hybrid_settings)
+        _compare(first, {"cosine": cosine, "hybrid": hybrid}, precision, result[precision])
     if args.postgres:
         from bench.pg_cluster import PgCluster
 

@@ -3,7 +3,8 @@ process-global registry, so two apps in one process (tests) count apart.
 
 Hook points stay small: the middleware counts requests, the chat service and the completer
 time upstream calls, the memory service counts injected facts, the retriever times lookups,
-the worker counts job outcomes and extraction operations. Queue depths are read at scrape.
+the worker counts job outcomes and extraction operations. Queue depths and the embedding
+cache's lookup counts are read at scrape.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,10 +61,32 @@ class _QueueCollector(Collector):
         return []  # not described up front: nothing is read at registration
 
 
+class _EmbedCacheCollector(Collector):
+    """The embedding cache's lookups, read from its own counts at scrape (no work per lookup)."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "profilo_embed_cache_lookups",
+            "Texts looked up in the embedding cache, by caller (request, background) and result",
+            labels=["caller", "result"],
+        )
+        for caller, (hits, misses) in self._stats().items():
+            family.add_metric([caller, "hit"], hits)
+            family.add_metric([caller, "miss"], misses)
+        yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._queue: _QueueCollector | None = None
+        self._embed_cache: _EmbedCacheCollector | None = None
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labelled children
         r = self.registry
         self.requests = Counter(
@@ -129,6 +152,14 @@ class Metrics:
             self.registry.unregister(self._queue)
         self._queue = _QueueCollector(jobs, outbox)
         self.registry.register(self._queue)
+
+    def watch_embed_cache(self, stats: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        """Register the embedding cache's lookup counts (read at scrape), replacing those of an
+        earlier start."""
+        if self._embed_cache is not None:
+            self.registry.unregister(self._embed_cache)
+        self._embed_cache = _EmbedCacheCollector(stats)
+        self.registry.register(self._embed_cache)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one HTTP request (children cached: ``labels()`` costs more than ``inc()``)."""

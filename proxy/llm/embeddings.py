@@ -117,9 +117,10 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 
 
 def build_embedder(settings: EmbeddingSettings, cache_dir: Path) -> Embedder:
-    """The configured embedder: the bundled MiniLM (ONNX cached under ``cache_dir``) or litellm."""
+    """The configured embedder: the bundled MiniLM (ONNX cached under ``cache_dir``, at
+    ``settings.precision``) or litellm (``precision`` does not apply)."""
     if settings.model == MINILM_NAME:
-        return MiniLMEmbedder(cache_dir)
+        return MiniLMEmbedder(cache_dir, precision=settings.precision)
     return LiteLLMEmbedder(
         settings.model,
         api_base=resolve_secret(settings.api_base),

@@ -15,6 +15,9 @@ workers): texts that miss the cache while another of its calls is computing wait
 then go to the model together, in one call (a batch of 8 costs far less than 8 calls, and
 parallel calls only fight over the CPU). Request paths (chat memory, search) use the plain
 front: they never wait behind a background batch.
+
+``stats()`` counts lookups (one per text) by caller (``request``: the plain front,
+``background``: the batching view) and result (``hit``, ``miss``), for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from proxy.store.embedder import Embedder
 
 Key = tuple[str, str]  # (account partition, text)
 _NO_ACCOUNT = "\x00"  # not a valid account id: never an account's partition
+CALLERS = ("request", "background")
 
 
 @dataclass
@@ -81,6 +85,11 @@ class CachedEmbedder:
         )
         self._lock: threading.Lock = _shared._lock if _shared is not None else threading.Lock()
         self._batch = _shared is not None
+        #: [hits, misses] by caller, shared by the views (counted under ``_lock``)
+        self._counts: dict[str, list[int]] = (
+            _shared._counts if _shared is not None else {c: [0, 0] for c in CALLERS}
+        )
+        self._mine = self._counts[CALLERS[1] if self._batch else CALLERS[0]]
         self._turn = threading.Condition()
         self._open: _Batch | None = None  # texts waiting for the next model call
         self._busy = False  # a model call is running
@@ -100,6 +109,11 @@ class CachedEmbedder:
     def dim(self) -> int:
         return self._inner.dim
 
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """(hits, misses) by caller since start, every view included."""
+        with self._lock:
+            return {caller: (hits, misses) for caller, (hits, misses) in self._counts.items()}
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed_for(_NO_ACCOUNT, texts)
 
@@ -113,6 +127,9 @@ class CachedEmbedder:
                 if vector is not None:
                     self._cache.move_to_end((account, text))
                     found[text] = vector
+            hits = sum(1 for text in texts if text in found)
+            self._mine[0] += hits
+            self._mine[1] += len(texts) - hits
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing and self._batch:
             found.update(self._compute(missing))

