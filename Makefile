@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NODE_DIR := tests/clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test lint pytest bench install chromium node
+.PHONY: serve test lint pytest bench install chromium nginx node
 
 $(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
 		|| echo "chromium could not be installed: tests/test_ui.py will skip"
 
+# Debian's nginx-light (/usr/sbin/nginx) in front of the replicas of tests/test_cluster.py and
+# `python -m bench.cluster`, which run it themselves; idempotent. The package's own service
+# (port 80), which systemd would start, is stopped and disabled when installed here.
+nginx:
+	test -x /usr/sbin/nginx || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light \
+		&& (systemctl disable --now nginx >/dev/null 2>&1 || true)) \
+		|| echo "nginx-light could not be installed: tests/test_cluster.py will skip"
+
 # The JavaScript clients of tests/test_clients.py (openai-node, the Vercel AI SDK), exactly as
 # locked in package-lock.json; skipped (their tests skip) where npm is missing.
 $(NODE_STAMP): $(NODE_DIR)/package-lock.json
@@ -33,7 +41,7 @@ $(NODE_STAMP): $(NODE_DIR)/package-lock.json
 
 node: $(NODE_STAMP)
 
-install: $(STAMP) chromium node
+install: $(STAMP) chromium nginx node
 
 serve: $(STAMP)
 	$(BIN)/profilo serve
@@ -42,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check proxy tests bench
 	$(BIN)/mypy
 
-pytest: $(STAMP) chromium node
+pytest: $(STAMP) chromium nginx node
 	$(BIN)/python -m pytest -q
 
 test: lint pytest

@@ -33,6 +33,7 @@ from proxy.api import (
 from proxy.api import metrics as metrics_api
 from proxy.api import reflexio as reflexio_api
 from proxy.config import Settings
+from proxy.drain import ConnectionCloseMiddleware, Drain
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
 from proxy.llm.embeddings import build_embedder
@@ -54,6 +55,7 @@ from proxy.services.memory import MemoryService
 from proxy.services.models import ModelCatalog
 from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
+from proxy.services.readiness import Readiness
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.services.stored_completions import StoredCompletions
@@ -119,6 +121,8 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
             settings.embedding, settings.embedding.cache_dir or settings.data_dir / "models"
         )
     )
+    if metrics is not None:
+        metrics.watch_embed_cache(embedder.stats)
     index: VectorIndex = (
         PgVectorIndex(db, embedder.dim)
         if settings.store.vector_backend == "pgvector"
@@ -256,23 +260,27 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings) -> FastAPI:
     prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
     app_metrics = Metrics()  # this app's own registry (never the process-global one)
+    drain = Drain()  # set by `profilo serve` on SIGTERM / SIGINT (proxy/drain.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, app_metrics)
         app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
         check_bind(settings, services.keys)
+        readiness = app.state.readiness = Readiness(services, drain)
         await services.passthrough.start()
         await asyncio.to_thread(services.warm)  # cold loads off the first request's path
+        readiness.embedder_loaded = True
         await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
         retry = asyncio.create_task(_replay_forever(services))
         await services.learning.start()  # re-queues jobs a crash left running
+        drain.on_begin(services.learning.stop_claiming)  # other replicas take the new jobs
         app.state.services = services
         try:
             yield
         finally:
             retry.cancel()
-            await services.learning.stop()
+            await services.learning.stop()  # hands its running jobs back to the queue
             await services.passthrough.close()
             services.retriever.close()
             services.index.close()
@@ -290,7 +298,9 @@ def create_app(settings: Settings) -> FastAPI:
         cors=settings.cors,
         body_timeout_seconds=settings.server.body_timeout_seconds,
     )
+    app.add_middleware(ConnectionCloseMiddleware, drain=drain)  # outermost: every answer
     app.state.metrics = app_metrics
+    app.state.drain = drain
     for module in (health, chat, models, profile, facts, account, interactions, admin, dialectic):
         app.include_router(module.router)
     for module in (responses, stored_completions, openai_relay, collections, metrics_api, ui):

@@ -163,7 +163,7 @@ def _serve(settings: Settings) -> int:
 
     from proxy.app import check_bind, create_app
     from proxy.logging_setup import configure
-    from proxy.server import uvicorn_options
+    from proxy.server import DrainingServer, uvicorn_options
 
     configure(settings.log_level, settings.log_format)  # JSON lines with the request id
 
@@ -172,16 +172,20 @@ def _serve(settings: Settings) -> int:
         check_bind(settings, KeyStore(db), warn=False)
     finally:
         db.close()
-    uvicorn.run(
-        create_app(settings),
-        **uvicorn_options(settings),
+    app = create_app(settings)
+    drain = app.state.drain  # set by the first SIGTERM / SIGINT (proxy/drain.py)
+    config = uvicorn.Config(
+        app,
+        **uvicorn_options(settings, drain),
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
         log_config=None,  # uvicorn's records go through the handler configured above
         access_log=False,  # the middleware logs each request (route, status, request id)
     )
-    return 0
+    server = DrainingServer(config, drain, settings.server.drain_delay_seconds)
+    server.run()  # a lifespan start-up failure exits 3 from inside (as uvicorn.run does)
+    return 0 if server.started else 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:

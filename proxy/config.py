@@ -96,6 +96,9 @@ class EmbeddingSettings(BaseModel):
     api_base: str | None = None
     api_key: str | None = None
     cache_dir: Path | None = None  # where the local model's ONNX graph is built; data_dir/models
+    #: The local model's weights: fp32 (the reference) or int8 (per-channel dynamic
+    #: quantization, built from the fp32 graph at first start; README "embedding.precision").
+    precision: Literal["fp32", "int8"] = "fp32"
 
 
 class RedactionSettings(BaseModel):
@@ -205,7 +208,7 @@ class CorsSettings(BaseModel):
 
 
 class ServerSettings(BaseModel):
-    """Connection limits of ``profilo serve`` (uvicorn) and of the request read."""
+    """Connection limits of ``profilo serve`` (uvicorn), the request read, graceful shutdown."""
 
     model_config = ConfigDict(extra="forbid")
     # A connection whose request line + headers are not complete by then is closed.
@@ -218,6 +221,11 @@ class ServerSettings(BaseModel):
     keep_alive_seconds: int = Field(default=5, ge=1)
     # Connections + requests in progress at once; more are answered 503 at once (0: no cap).
     limit_concurrency: int = Field(default=1000, ge=0)
+    # SIGTERM / SIGINT: for this long /readyz answers 503 "draining" and every response says
+    # Connection: close while requests are still served, then the listening socket closes.
+    drain_delay_seconds: float = Field(default=5.0, ge=0)
+    # Then requests and streams in flight get this long to finish (then they are cancelled).
+    shutdown_timeout_seconds: float = Field(default=30.0, ge=0)
 
 
 class StoredCompletionsSettings(BaseModel):

@@ -8,18 +8,30 @@ request line and headers are not complete ``header_timeout_seconds`` after it op
 the previous response on it), and answers 431 and closes once a head passes
 ``max_header_bytes``. Bodies are bounded by the middleware (read only after authentication,
 size and time limits).
+
+``DrainingServer`` is uvicorn's server with a graceful shutdown in front of its own
+(``proxy/drain.py``): the first SIGTERM / SIGINT starts draining, the listening socket closes
+``server.drain_delay_seconds`` later, then uvicorn's shutdown waits for what is in flight
+(``server.shutdown_timeout_seconds``) and runs the lifespan shutdown. A second signal exits at
+once (uvicorn's force exit). The signal is not raised again after the shutdown (uvicorn's own
+``handle_exit`` does that, which made the exit status -15 instead of 0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
+from types import FrameType
 from typing import Any
 
 import orjson
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from proxy.config import Settings
+from proxy.drain import Drain
 from proxy.errors import ProxyError
 
 log = logging.getLogger("profilo.server")
@@ -28,6 +40,7 @@ log = logging.getLogger("profilo.server")
 class HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout: float = 10.0
     max_head_bytes: int = 64 * 1024
+    drain: Drain | None = None  # while draining, no request follows a response on a connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -87,25 +100,60 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # its head is complete: it starts now, no timer
         super().on_response_complete()
-        if not pipelined and not self.transport.is_closing():
-            self._arm()  # the next request's head has the same time (idle: keep-alive's)
+        if pipelined or self.transport.is_closing():
+            return
+        if self.drain is not None and self.drain.draining:
+            # a response begun before the drain said keep-alive: close now that it is whole
+            self.transport.close()
+            return
+        self._arm()  # the next request's head has the same time (idle: keep-alive's)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
 
-def protocol(head_timeout: float, max_head_bytes: int = 64 * 1024) -> type[HeadTimeoutProtocol]:
-    attrs = {"head_timeout": head_timeout, "max_head_bytes": max_head_bytes}
+def protocol(
+    head_timeout: float, max_head_bytes: int = 64 * 1024, drain: Drain | None = None
+) -> type[HeadTimeoutProtocol]:
+    attrs = {"head_timeout": head_timeout, "max_head_bytes": max_head_bytes, "drain": drain}
     return type("HeadTimeout", (HeadTimeoutProtocol,), attrs)
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
+def uvicorn_options(settings: Settings, drain: Drain | None = None) -> dict[str, Any]:
     server = settings.server
     return {
         "host": settings.host,
         "port": settings.port,
-        "http": protocol(server.header_timeout_seconds, server.max_header_bytes),
+        "http": protocol(server.header_timeout_seconds, server.max_header_bytes, drain),
         "timeout_keep_alive": server.keep_alive_seconds,
         "limit_concurrency": server.limit_concurrency or None,
+        "timeout_graceful_shutdown": server.shutdown_timeout_seconds,
     }
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, draining ``delay`` seconds between the first signal and its shutdown."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, delay: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.delay = delay
+        self._stop_at: float | None = None  # time.monotonic() when the socket closes
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._stop_at is not None or self.should_exit:
+            self.should_exit = self.force_exit = True  # a second signal: exit at once
+            return
+        self._stop_at = time.monotonic() + self.delay
+        self.drain.begin()
+        log.warning(
+            "%s: draining (/readyz 503, Connection: close) for %g s, then closing the listening "
+            "socket and waiting up to %g s for requests in flight (a second signal exits now)",
+            signal.Signals(sig).name, self.delay, self.config.timeout_graceful_shutdown,
+        )  # fmt: skip
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.should_exit = True
+        return await super().on_tick(counter)

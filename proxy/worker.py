@@ -6,9 +6,11 @@
   honoured) on upstream 408/409/429/5xx, unreachable, timeouts, unparseable answers and
   unexpected errors; another upstream 4xx fails the job at once; after ``max_attempts`` the
   job is ``failed`` with its last error kept.
-- Start-up re-queues the jobs a crash left ``running``; stopping cancels the jobs in flight,
-  which stay ``running`` until the next start re-queues them (nothing was applied: applying
-  and marking done are one transaction).
+- Start-up re-queues the jobs a crash left ``running``. Stopping (the app's shutdown) cancels
+  the jobs in flight and hands them back to the queue under their fencing token
+  (``JobStore.release``: nothing was applied, applying and marking done are one transaction),
+  so another replica claims them at once rather than after their lease; ``stop_claiming``
+  (the drain before it) takes no new job.
 - Leases: every claimed job is leased (``learning.lease_seconds``) and renewed every third of
   it while it runs; jobs whose lease ran out (a replica paused or killed) are re-queued by any
   replica's loop. A job whose lease was taken over applies nothing (``LeaseLost``).
@@ -129,6 +131,7 @@ class Worker:
         self._writer = JobWriter(jobs, settings.max_attempts)
         self._busy_scopes: set[str] = set()  # scopes with a job running in this process
         self._held: dict[str, int] = {}  # jobs this process runs: id → fencing token
+        self._claiming = True  # False once the process drains (shutting down)
         self._limits = QueueLimits(jobs, settings)
         self._redaction = redaction or RedactionSettings()
         self.stats = WorkerStats()
@@ -150,12 +153,24 @@ class Worker:
         if self._settings.run_worker:
             self._loop_task = asyncio.create_task(self._loop(), name="profilo-worker")
 
+    def stop_claiming(self) -> None:
+        """Take no new job (the jobs running go on; ``stop`` hands back those still running)."""
+        self._claiming = False
+
     async def stop(self) -> None:
+        self._claiming = False
+        held = dict(self._held)  # before the cancellation: each task's end forgets its job
         tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = None
+        if held:
+            try:
+                released = await asyncio.to_thread(self._jobs.release, held)
+                log.warning("handed %d running extraction jobs back to the queue", released)
+            except Exception:  # their leases run out instead
+                log.exception("could not hand %d running jobs back to the queue", len(held))
         await asyncio.to_thread(self._writer.close)
 
     # -- the queue's API (services.extraction.LearningQueue) ----------------------------------
@@ -212,7 +227,7 @@ class Worker:
             await asyncio.sleep(max(0.0, last_claim + CLAIM_INTERVAL - time.monotonic()))
             last_claim = time.monotonic()
             self._wake.clear()
-            free = self._settings.concurrency - len(self._tasks)
+            free = self._settings.concurrency - len(self._tasks) if self._claiming else 0
             try:
                 last_lease = await self._leases(time.monotonic(), last_lease)
                 lease = self._settings.lease_seconds

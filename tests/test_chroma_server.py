@@ -8,19 +8,14 @@ index catches up from the outbox once the server is back.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import httpx
 import pytest
-from chromadb.config import Settings as ChromaSettings
 
+from bench.chroma_server import ChromaServer, ChromaStartError
 from proxy.models import Scope
 from proxy.store.db import open_database
 from proxy.store.index import collection_name
@@ -32,75 +27,13 @@ from tests.fakes.server import free_port
 HTTP = httpx.Client(timeout=60)
 
 
-#: What the ``chroma`` CLI script (``.venv/bin/chroma``, next to ``sys.executable``) runs:
-#: ``chromadb.cli.cli.app`` hands argv to the Rust CLI. Called directly, because the script
-#: first imports all of ``chromadb`` (5-12 s per start on a 2-core box) before doing just this.
-_CHROMA_CLI = "import sys, chromadb_rust_bindings; chromadb_rust_bindings.cli(sys.argv[1:])"
-
-
-def chroma_command(*args: str) -> list[str]:
-    """``chroma ARGS...`` in the running interpreter's environment."""
-    return [sys.executable, "-c", _CHROMA_CLI, "chroma", *args]
-
-
-@dataclass
-class ChromaServer:
-    path: Path
-    port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                chroma_command(
-                    "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)
-                ),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"chroma run exited with {self.proc.returncode}:\n{self.log.read_text()}"
-                )
-            try:
-                if HTTP.get(self.url + "/api/v2/heartbeat", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"chroma run did not answer its heartbeat:\n{self.log.read_text()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-        self.proc = None
-
-    def client(self) -> Any:
-        return chromadb.HttpClient(
-            host="127.0.0.1", port=self.port, settings=ChromaSettings(anonymized_telemetry=False)
-        )
-
-
 @pytest.fixture
 def chroma_server(tmp_path: Path) -> Iterator[ChromaServer]:
     server = ChromaServer(tmp_path / "chroma-server", free_port(), tmp_path / "chroma.log")
-    server.start()
+    try:
+        server.start()
+    except ChromaStartError as exc:
+        pytest.fail(str(exc))
     try:
         yield server
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,14 @@ def extraction(upstream: FakeUpstream) -> Extraction:
 
 def _scopes(proxy: Proxy) -> list[Scope]:
     keys = KeyStore(open_database(proxy.settings))
-    tokens = {name: keys.create(name)[1] for name in ("acme", "globex")}
+    return make_scopes(proxy, lambda name: keys.create(name)[1])
+
+
+def make_scopes(
+    proxy: Proxy, create_key: Callable[[str], str], accounts: tuple[str, str] = ("acme", "globex")
+) -> list[Scope]:
+    """Two accounts (a key each), each with its account-wide scope and collections u1, u2."""
+    tokens = {name: create_key(name) for name in accounts}
     out = []
     for account, token in tokens.items():
         for collection in (None, "u1", "u2"):
@@ -63,11 +71,11 @@ def _scopes(proxy: Proxy) -> list[Scope]:
 
 class World:
     def __init__(self, proxy: Proxy, upstream: FakeUpstream, scopes: list[Scope]) -> None:
-        self.proxy = proxy
+        self.proxy = proxy  # anything with a base_url: one proxy, or a balancer (test_cluster)
         self.upstream = upstream
         self.scopes = scopes
         self.rng = random.Random(SEED)
-        self.seen_upstream = 0
+        self.seen_upstream = len(upstream.requests)
         self.current: Scope = scopes[0]
         self.counts: dict[str, int] = {}
 
@@ -146,7 +154,20 @@ class World:
         if not stream:
             status = r.headers["x-profilo-learning"]
             assert status == "done", status
+        else:  # learnt in the background: done before the next step (another scope) asks
+            self.wait_learned(me, r.headers["x-profilo-request-id"])
         return "chat"
+
+    def wait_learned(self, me: Scope, request_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            r = me.t.call("GET", f"/interactions/{request_id}", scoped=False)
+            assert r.status_code == 200, r.text
+            if r.json()["status"] in ("done", "failed"):
+                assert r.json()["status"] == "done", r.text
+                return
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.02)
 
     def dialectic(self, me: Scope) -> str:
         extra: dict[str, Any] = {"user_message": "what details do you know?"}
@@ -202,8 +223,15 @@ def test_random_interleaving_never_crosses_scopes(
     make_proxy: Callable[..., Proxy], upstream: FakeUpstream, extraction: Extraction
 ) -> None:
     proxy = make_proxy(learning={**FAST, "run_worker": True})
-    scopes = _scopes(proxy)
-    world = World(proxy, upstream, scopes)
+    world = World(proxy, upstream, _scopes(proxy))
+    walk(world, extraction, STEPS)
+
+
+def walk(world: World, extraction: Extraction, steps: int) -> None:
+    """``steps`` random actions of random scopes, each checked for leaks; then the end state."""
+    scopes = world.scopes
+    upstream = world.upstream
+    seen = len(upstream.requests)
 
     def learned(rec: RecordedRequest) -> Reply:
         # the job learns a fact carrying the scope's marker (the scope asking right now)
@@ -221,7 +249,7 @@ def test_random_interleaving_never_crosses_scopes(
         (World.delete, 2),
         (World.poke, 2),
     ]
-    for step in range(STEPS):
+    for step in range(steps):
         me = world.current = world.rng.choice(scopes)
         action = world.rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
         done = action(world, me)
@@ -232,8 +260,8 @@ def test_random_interleaving_never_crosses_scopes(
         facts = world._facts(me)
         assert {k for k in me.written} <= {f["key"] for f in facts}
         assert all(me.marker in f["value"] for f in facts), facts
-    print(f"\ntenancy: {STEPS} steps over {len(scopes)} scopes: {world.counts}; "
-          f"{len(upstream.requests)} upstream prompts checked")  # fmt: skip
+    print(f"\ntenancy: {steps} steps over {len(scopes)} scopes: {world.counts}; "
+          f"{len(upstream.requests) - seen} upstream prompts checked")  # fmt: skip
     assert world.counts.get("chat", 0) and world.counts.get("poke", 0)
 
 

@@ -173,9 +173,16 @@ def test_a_job_applied_twice_changes_nothing(make_proxy: Any, extraction: Extrac
 
 
 @contextmanager
-def serve(data_dir: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def serve(
+    data_dir: Path,
+    upstream: FakeUpstream,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``profilo serve`` in a child process, once ready; ``env`` adds to (or overrides) its
+    PROFILO_* settings, ``log`` receives its output (else discarded)."""
     port = free_port()
-    env = {
+    child = {
         **os.environ,
         "PROFILO_UPSTREAM__API_BASE": upstream.url,
         "PROFILO_UPSTREAM__API_KEY": "sk-upstream",
@@ -187,16 +194,18 @@ def serve(data_dir: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subproc
         "PROFILO_LEARNING__LEASE_SECONDS": "2",
     }
     if current_database_url():  # the Postgres run: the child serves from the same database
-        env["PROFILO_STORE__DATABASE_URL"] = str(current_database_url())
+        child["PROFILO_STORE__DATABASE_URL"] = str(current_database_url())
+    child |= env or {}
     cmd = [sys.executable, "-m", "proxy", "--data-dir", str(data_dir), "serve"]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    with log.open("a") if log is not None else open(os.devnull, "w") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)],
+            cwd=ROOT,
+            env=child,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -212,8 +221,12 @@ def serve(data_dir: Path, upstream: FakeUpstream) -> Iterator[tuple[str, subproc
         yield url, proc
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+            proc.terminate()  # graceful: drains server.drain_delay_seconds first
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
 
 
 def test_a_killed_process_loses_no_job_and_repeats_none(

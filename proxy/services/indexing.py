@@ -15,6 +15,7 @@ from collections import defaultdict
 from proxy.errors import ProxyError, Unavailable
 from proxy.models import Fact, Scope
 from proxy.store.changes import Outbox
+from proxy.store.db import Conn
 from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
@@ -48,42 +49,52 @@ class IndexSync:
     def flush(self, scope: Scope) -> int:
         """Apply the scope's pending outbox rows; returns how many were applied.
 
-        Serialized per scope so a slow flush can never overwrite a newer one with stale text.
-        Raises ``Unavailable`` when the index cannot be written (the rows stay pending).
+        One flush of a scope at a time, in this process and across replicas sharing the
+        database (``Outbox.lock``): a flush that read a fact before another committed a newer
+        version can never write the older vector last, and a flush that failed (or died)
+        half-way, between the delete and the add of a replaced vector, leaves its rows
+        pending instead of having them consumed by another one meanwhile. Raises
+        ``Unavailable`` when the index cannot be written (the rows stay pending).
         """
-        applied = 0
         with self._lock(scope):
-            while True:
-                items = self._outbox.pending(scope)
-                if not items:
-                    return applied
-                seqs = [item.seq for item in items]
-                ids = list(dict.fromkeys(item.fact_id for item in items))
-                try:
-                    live = self._records.by_ids(scope, ids)
-                    gone = [i for i in ids if i not in live]
-                    facts = list(live.values())
-                    if facts:
-                        embedder = for_account(self._embedder, scope.account)
-                        vectors = embedder.embed([f.text for f in facts])
-                        self._index.upsert(
-                            scope,
-                            [f.id for f in facts],
-                            vectors,
-                            [index_metadata(f) for f in facts],
-                        )
-                    if gone:
-                        self._index.delete(scope, gone)
-                except Exception as exc:
-                    error = (
-                        exc
-                        if isinstance(exc, ProxyError)
-                        else Unavailable(f"retrieval index unavailable: {exc}")
-                    )
-                    self._outbox.failed(scope, seqs, error.message)
-                    raise error from exc
-                self._outbox.done(scope, seqs)
-                applied += len(seqs)
+            if not self._outbox.has_pending(scope):  # the common case: no lock to take
+                return 0
+            with self._outbox.lock(scope) as conn:
+                return self._flush_locked(scope, conn)
+
+    def _flush_locked(self, scope: Scope, conn: Conn | None) -> int:
+        applied = 0
+        while True:
+            items = self._outbox.pending(scope, conn=conn)
+            if not items:
+                return applied
+            seqs = [item.seq for item in items]
+            ids = list(dict.fromkeys(item.fact_id for item in items))
+            try:
+                self._write(scope, ids, self._records.by_ids(scope, ids, conn=conn))
+            except Exception as exc:
+                error = (
+                    exc
+                    if isinstance(exc, ProxyError)
+                    else Unavailable(f"retrieval index unavailable: {exc}")
+                )
+                self._outbox.failed(scope, seqs, error.message, conn=conn)
+                raise error from exc
+            self._outbox.done(scope, seqs, conn=conn)
+            applied += len(seqs)
+
+    def _write(self, scope: Scope, ids: list[str], live: dict[str, Fact]) -> None:
+        """The facts' current state into the index: a vector, or none when gone."""
+        gone = [i for i in ids if i not in live]
+        facts = [live[i] for i in ids if i in live]
+        if facts:
+            embedder = for_account(self._embedder, scope.account)
+            vectors = embedder.embed([f.text for f in facts])
+            self._index.upsert(
+                scope, [f.id for f in facts], vectors, [index_metadata(f) for f in facts]
+            )
+        if gone:
+            self._index.delete(scope, gone)
 
     def try_flush(self, scope: Scope) -> None:
         """Flush after a write: an index failure is logged, the write stands (replayed later)."""
@@ -106,15 +117,15 @@ class IndexSync:
         """Remove the scope's index (its records were erased). An index that is down keeps
         vectors of facts that no longer exist: never read back (retrieval reads facts from
         the records by id), dropped by ``profilo index rebuild``."""
-        with self._lock(scope):
-            try:
+        try:
+            with self._lock(scope), self._outbox.lock(scope):
                 self._index.drop_scope(scope)
-            except ProxyError as exc:
-                log.warning("index of an erased scope not dropped: %s", exc.message)
+        except ProxyError as exc:
+            log.warning("index of an erased scope not dropped: %s", exc.message)
 
     def rebuild(self, scope: Scope) -> int:
         """Re-derive a scope's index from the records (drop, then upsert every live fact)."""
-        with self._lock(scope):
+        with self._lock(scope), self._outbox.lock(scope):
             self._index.drop_scope(scope)
             facts = self._records.select(scope)
             for start in range(0, len(facts), 256):

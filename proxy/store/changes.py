@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from proxy.models import Scope
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database, using
 from proxy.store.facts import Change
 
 
@@ -89,9 +90,16 @@ class Outbox:
             ).fetchall()
         return [Scope(row["account"], row["collection_id"]) for row in rows]
 
-    def pending(self, scope: Scope, limit: int = 512) -> list[OutboxItem]:
-        with self._db.read() as conn:
-            rows = conn.execute(
+    def lock(self, scope: Scope) -> AbstractContextManager[Conn | None]:
+        """Held while the scope's rows are applied: replicas take turns (``Database.index_lock``);
+        pass the connection it yields to ``pending``/``done``/``failed``."""
+        return self._db.index_lock(scope.key)
+
+    def pending(
+        self, scope: Scope, limit: int = 512, *, conn: Conn | None = None
+    ) -> list[OutboxItem]:
+        with using(conn, self._db.read) as c:
+            rows = c.execute(
                 "SELECT seq, fact_id, attempts FROM index_outbox WHERE scope_key = ? "
                 "AND account = ? ORDER BY seq LIMIT ?",
                 (scope.key, scope.account, limit),
@@ -106,22 +114,24 @@ class Outbox:
             ).fetchone()
         return row is not None
 
-    def done(self, scope: Scope, seqs: list[int]) -> None:
+    def done(self, scope: Scope, seqs: list[int], *, conn: Conn | None = None) -> None:
         if not seqs:
             return
         marks = ",".join("?" * len(seqs))
-        with self._db.write() as conn:
-            conn.execute(
+        with using(conn, self._db.write) as c:
+            c.execute(
                 f"DELETE FROM index_outbox WHERE scope_key = ? AND seq IN ({marks})",
                 (scope.key, *seqs),
             )
 
-    def failed(self, scope: Scope, seqs: list[int], error: str) -> None:
+    def failed(
+        self, scope: Scope, seqs: list[int], error: str, *, conn: Conn | None = None
+    ) -> None:
         if not seqs:
             return
         marks = ",".join("?" * len(seqs))
-        with self._db.write() as conn:
-            conn.execute(
+        with using(conn, self._db.write) as c:
+            c.execute(
                 f"UPDATE index_outbox SET attempts = attempts + 1, last_error = ? "
                 f"WHERE scope_key = ? AND seq IN ({marks})",
                 (error[:1000], scope.key, *seqs),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -74,6 +74,24 @@ class Database(ABC):
     def lock_scope(self, conn: Conn, scope_key: str) -> None:
         """Inside ``write()``: serialize writers of one scope (SQLite's writes already are)."""
         return None
+
+    @contextmanager
+    def index_lock(self, scope_key: str) -> Iterator[Conn | None]:
+        """Held while a scope's pending index work is applied (``IndexSync.flush``). Several
+        processes on one database (Postgres replicas) take turns per scope, and the holder's
+        connection is yielded for that work; one process per SQLite file needs no lock
+        (None: use ``read()``/``write()``)."""
+        yield None
+
+
+@contextmanager
+def using(conn: Conn | None, opened: Callable[[], AbstractContextManager[Conn]]) -> Iterator[Conn]:
+    """``conn`` when given (a lock holder's connection), else a new ``opened()`` one."""
+    if conn is not None:
+        yield conn
+        return
+    with opened() as fresh:
+        yield fresh
 
 
 def open_database(settings: Settings, *, migrate: bool = True) -> Database:

@@ -18,7 +18,7 @@ import orjson
 
 from proxy.config import QuotaSettings
 from proxy.models import Fact, Scope
-from proxy.store.db import Conn, Database
+from proxy.store.db import Conn, Database, using
 from proxy.store.quotas import check_new_fact
 
 _COLUMNS = (
@@ -291,7 +291,12 @@ class FactRecords:
         return _row_to_fact(row) if row else None
 
     def by_ids(
-        self, scope: Scope, ids: Sequence[str], *, now: float | None = None
+        self,
+        scope: Scope,
+        ids: Sequence[str],
+        *,
+        now: float | None = None,
+        conn: Conn | None = None,
     ) -> dict[str, Fact]:
         if not ids:
             return {}
@@ -302,8 +307,8 @@ class FactRecords:
         # per id; without ANALYZE stats it prefers that index as soon as ids > 10. The scope
         # condition still filters every row.
         plus = "+" if self._db.dialect == "sqlite" else ""  # Postgres plans by statistics
-        with self._db.read() as conn:
-            rows = conn.execute(
+        with using(conn, self._db.read) as c:
+            rows = c.execute(
                 f"SELECT {_COLUMNS} FROM facts WHERE {plus}scope_key = ? AND {plus}account = ? "
                 f"AND id IN ({marks}) AND {live}",
                 (scope.key, scope.account, *ids, *args),

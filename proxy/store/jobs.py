@@ -239,6 +239,23 @@ class JobStore:
                     lost.add(job_id)
         return lost
 
+    def release(self, held: dict[str, int], now: float | None = None) -> int:
+        """A stopping worker hands back the jobs it ran (id → fencing token; their tasks are
+        cancelled): queued again at once, the interrupted attempt not counted, for any replica
+        to claim now instead of after the lease. A job whose token moved on (taken over) or
+        that is no longer running is left alone. The token stays; the next claim bumps it (a
+        late apply with the old one already fails: it also requires ``running``)."""
+        now = time.time() if now is None else now
+        released = 0
+        with self._db.write() as conn:
+            for job_id, token in held.items():
+                released += conn.execute(
+                    "UPDATE jobs SET status = 'queued', next_run_at = ?, lease_until = NULL, "
+                    "attempts = attempts - 1 WHERE id = ? AND token = ? AND status = 'running'",
+                    (now, job_id, token),
+                ).rowcount
+        return released
+
     def expire_leases(self, now: float | None = None) -> int:
         """Running jobs whose lease ran out go back to the queue (any replica takes them
         over, with a new token); one interrupted far more often than it has attempts (it

@@ -33,9 +33,13 @@ from proxy.store.schema_postgres import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-#: Advisory lock keys (two-int form): class 0 = schema migrations, class 1 = one scope.
+#: Advisory lock keys (two-int form): class 0 = schema migrations, class 1 = one scope's
+#: writers, class 2 = one scope's index flush.
 _MIGRATION_LOCK = (0, 1)
 _SCOPE_CLASS = 1
+_INDEX_CLASS = 2
+#: How long a flush waits for another replica's flush of the same scope.
+INDEX_LOCK_WAIT = 10.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -196,6 +200,29 @@ class PostgresDatabase(Database):
 
     def lock_scope(self, conn: Conn, scope_key: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_SCOPE_CLASS, scope_key))
+
+    @contextmanager
+    def index_lock(self, scope_key: str) -> Iterator[Conn | None]:
+        """A session advisory lock on one pooled connection, yielded for the flush's own
+        statements (autocommit). A replica that dies holding it releases it with its
+        connection; waiting past ``INDEX_LOCK_WAIT`` is ``Unavailable``."""
+        key = (_INDEX_CLASS, scope_key)
+        with self._connection() as raw:
+            conn = PgConn(raw)
+            deadline = time.monotonic() + INDEX_LOCK_WAIT
+            take = "SELECT pg_try_advisory_lock(?, hashtext(?))"
+            while not conn.execute(take, key).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise Unavailable("retrieval index busy: another replica is updating it")
+                time.sleep(0.005)
+            try:
+                yield conn
+            finally:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(?, hashtext(?))", key)
+                except Exception:  # the session must not keep the lock: drop the connection
+                    log.warning("index lock release failed; closing its connection", exc_info=True)
+                    raw.close()
 
     def migrate(self) -> None:
         with self._connection() as raw, raw.transaction():
