@@ -80,6 +80,16 @@ def _address(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _open_stream(host: str, port: int) -> tuple[http.client.HTTPConnection, Any]:
+    """A streamed chat on its own keep-alive connection, its response head read."""
+    conn = http.client.HTTPConnection(host, port, timeout=BOUND)
+    conn.request(
+        "POST", "/v1/chat/completions", json.dumps(_chat("stream", stream=True)),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    return conn, conn.getresponse()
+
+
 def _refused(url: str) -> bool:
     try:
         socket.create_connection(_address(url), timeout=5).close()
@@ -156,12 +166,7 @@ def test_sigterm_drains_then_finishes_what_is_in_flight_and_exits_0(
     with serve(tmp_path / "data", upstream, env, log) as (url, proc):
         host, port = _address(url)
         # a stream under way when the signal comes (its head said keep-alive)
-        streamed = http.client.HTTPConnection(host, port, timeout=BOUND)
-        streamed.request(
-            "POST", "/v1/chat/completions", json.dumps(_chat("stream", stream=True)),
-            {"Content-Type": "application/json"},
-        )  # fmt: skip
-        stream = streamed.getresponse()
+        streamed, stream = _open_stream(host, port)
         assert stream.status == 200
         first = stream.readline()
         assert first.startswith(b"data: "), first
@@ -244,12 +249,7 @@ def test_a_second_signal_exits_at_once_and_a_drained_stream_closes_its_connectio
     log = tmp_path / "serve.log"
     with serve(tmp_path / "data", upstream, env, log) as (url, proc):
         host, port = _address(url)
-        streamed = http.client.HTTPConnection(host, port, timeout=BOUND)
-        streamed.request(
-            "POST", "/v1/chat/completions", json.dumps(_chat("stream", stream=True)),
-            {"Content-Type": "application/json"},
-        )  # fmt: skip
-        stream = streamed.getresponse()
+        streamed, stream = _open_stream(host, port)
         first = stream.readline()
         hanging = _Thread(lambda: httpx.post(url + "/v1/chat/completions", json=_chat("hang"),
                                              timeout=BOUND))  # fmt: skip
