@@ -58,6 +58,7 @@ from proxy.services.profile import ProfileService
 from proxy.services.readiness import Readiness
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
+from proxy.services.scope_views import ScopeViews
 from proxy.services.stored_completions import StoredCompletions
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
@@ -73,6 +74,7 @@ from proxy.store.lexical_pg import lexical_index
 from proxy.store.notify import Invalidations
 from proxy.store.pgvector_index import PgVectorIndex
 from proxy.store.responses import ResponseStore
+from proxy.store.scope_writes import ScopeWrites
 from proxy.store.sessions import SessionStore
 from proxy.tokens import TokenCounter
 from proxy.worker import Worker
@@ -134,7 +136,19 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     lexical = lexical_index(db)
     if lexical.ensure():  # filled from the facts when missing or out of count
         log.warning("lexical index rebuilt from the facts")
-    retriever = Retriever(records, index, embedder, sync, lexical, settings.retrieval, metrics)
+    views = ScopeViews(
+        records,
+        index,
+        ScopeWrites(db),
+        sync,
+        embedder.dim,
+        settings.retrieval,
+        metrics or Metrics(),
+        fts5_lengths=db.dialect == "sqlite",
+    )
+    retriever = Retriever(
+        records, index, embedder, sync, lexical, settings.retrieval, metrics, views
+    )
     invalidations = Invalidations(db)  # other replicas' writes (Postgres LISTEN/NOTIFY)
     invalidations.start()
     account_config = AccountConfigService(AccountConfigStore(db, invalidations))

@@ -137,6 +137,13 @@ class RetrievalSettings(BaseModel):
     common_term_min_facts: int = Field(default=20, ge=1)
     # average: embed the query with and without them, average; drop: embed it without them
     common_words: Literal["average", "drop", "keep"] = "drop"
+    # Scope views (proxy/services/scope_views.py): each user's facts, vectors and BM25 index in
+    # memory at the scope's write version. views_mb bounds them (0: off, every lookup reads the
+    # indexes); scopes over views_max_facts are never held; those up to views_inline_facts are
+    # read on the request path when not held, larger ones in the background.
+    views_mb: int = Field(default=512, ge=0)
+    views_max_facts: int = Field(default=50_000, ge=0)
+    views_inline_facts: int = Field(default=2_000, ge=0)
 
 
 #: An HTTP header name (RFC 9110 token).

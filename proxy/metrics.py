@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -130,6 +130,23 @@ class Metrics:
             "profilo_retrieval_duration_seconds",
             "Semantic lookups (embed the query, search the index, read the facts)",
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.view_lookups = Counter(
+            "profilo_scope_view_lookups",
+            "Scope view lookups by result (hit, patched, loaded, building, too_large)",
+            ["result"],
+            registry=r,
+        )
+        self.view_build_seconds = Histogram(
+            "profilo_scope_view_build_duration_seconds",
+            "Time to read a whole scope into its in-memory view",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.view_bytes = Gauge(
+            "profilo_scope_view_bytes",
+            "Estimated memory held by the scope views (bounded by retrieval.views_mb)",
             registry=r,
         )
         self.jobs = Counter(

@@ -38,6 +38,7 @@ BOTH = frozenset(
         "test_queue_fairness",
         "test_reflexio_api",
         "test_responses",
+        "test_scope_views",
         "test_stored_completions",
         "test_tenancy",
         "test_worker",
@@ -45,7 +46,7 @@ BOTH = frozenset(
 )
 #: Modules also run with the vectors in Postgres (``store.vector_backend: pgvector``).
 WITH_PGVECTOR = frozenset(
-    {"test_profile_api", "test_tenancy", "test_memory_chat", "test_facts_api"}
+    {"test_profile_api", "test_tenancy", "test_memory_chat", "test_facts_api", "test_scope_views"}
 )
 _current: list[str] = []
 _vectors: list[str] = []

@@ -47,6 +47,17 @@ def test_fit_keeps_the_largest_prefix_within_budget(seed: int) -> None:
     chosen = ranked(rng, rng.randint(1, 40))
 
     kept, block, count = memory._fit(chosen, MODEL)
+    # Again with the block's own tokens learned (the estimate path) and cached line counts.
+    memo: dict[tuple[str, str], int] = {}
+    assert (
+        memory._fit(chosen, MODEL, memo)
+        == memory._fit(chosen, MODEL, memo)
+        == (
+            kept,
+            block,
+            count,
+        )
+    )
 
     def size(n: int) -> int:
         items = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen[:n]]

@@ -222,7 +222,7 @@ def test_fail_open_when_the_index_is_down(proxy: Proxy, upstream: FakeUpstream) 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise Unavailable("retrieval index unavailable: test outage")
 
-    services.index.query = broken
+    services.index.query = services.index.vectors = broken  # an outage: every read fails
     r = chat(proxy, "what music do I like?", features={"memory": True}, collection_id="dave")
     assert r.status_code == 200
     validate_response(r.json())

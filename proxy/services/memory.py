@@ -3,6 +3,8 @@ render the block that is merged into the system message."""
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,7 @@ from proxy.models import FLAT_KEYS, Fact, Features, Scope
 from proxy.prompts import BlockItem, Prompts
 from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.facts import FactRecords
+from proxy.store.snapshot import ScopeSnapshot
 from proxy.tokens import TokenCounter
 
 
@@ -42,6 +45,11 @@ class MemoryContext:
         ]
 
 
+#: Tokens by which a next line's predicted block may exceed the budget and still be tried
+#: (the line sum is exact for the shipped template; a custom one may merge tokens across lines).
+_SLACK = 2
+
+
 class MemoryService:
     def __init__(
         self,
@@ -56,8 +64,13 @@ class MemoryService:
         self._prompts = prompts
         self._tokens = tokens
         self._settings = settings
+        #: A block's own tokens (beyond its lines') by encoding and sections present: learned
+        #: from every exact count (template text only: nothing of any tenant's facts).
+        self._overhead: dict[tuple[str, bool, bool], int] = {}
 
-    def _candidates(self, scope: Scope, features: Features, query: str) -> list[Chosen]:
+    def _candidates(
+        self, scope: Scope, features: Features, query: str, view: ScopeSnapshot | None
+    ) -> list[Chosen]:
         """Facts in priority order: the flat profile fields, then memory hits by similarity,
         then the other static facts by confidence. The budget drops from the end."""
         floor = None if features.include_low_confidence else self._settings.min_confidence
@@ -65,9 +78,7 @@ class MemoryService:
         flat: list[Chosen] = []
         static: list[Chosen] = []
         if features.user_profile:
-            top = self._records.static_profile(
-                scope, min_confidence=floor, limit=self._settings.max_profile_facts, first=FLAT_KEYS
-            )
+            top = self._static_profile(scope, view, floor)
             for fact in top:
                 (flat if fact.key in FLAT_KEYS else static).append(Chosen(fact, None, "profile"))
             flat.sort(key=lambda c: FLAT_KEYS.index(c.fact.key))
@@ -80,7 +91,7 @@ class MemoryService:
             )
             hits = [
                 Chosen(h.fact, h.score, "memories")
-                for h in self._retriever.search(scope, query, opts)
+                for h in self._retriever.search(scope, query, opts, view)
             ]
         seen: set[str] = set()
         ordered: list[Chosen] = []
@@ -92,6 +103,17 @@ class MemoryService:
             ordered = ordered[: features.memory_limit]
         return ordered
 
+    def _static_profile(
+        self, scope: Scope, view: ScopeSnapshot | None, floor: float | None
+    ) -> list[Fact]:
+        limit = self._settings.max_profile_facts
+        if view is None:
+            return self._records.static_profile(
+                scope, min_confidence=floor, limit=limit, first=FLAT_KEYS
+            )
+        with view.lock:
+            return view.static_profile(floor, limit, FLAT_KEYS, time.time())
+
     def _render(self, chosen: list[Chosen], items: list[BlockItem]) -> str:
         pairs = list(zip(chosen, items, strict=True))
         return self._prompts.memory_block(
@@ -99,48 +121,97 @@ class MemoryService:
             memories=[item for c, item in pairs if c.section == "memories"],
         )
 
-    def _fit(self, chosen: list[Chosen], model: str) -> tuple[list[Chosen], str, int]:
+    def _fit(
+        self, chosen: list[Chosen], model: str, memo: dict[tuple[str, str], Any] | None = None
+    ) -> tuple[list[Chosen], str, int]:
         """The largest prefix of ``chosen`` whose rendered block fits the token budget (the
-        least relevant facts go first). A per-line estimate picks the first probes, so an
-        exact estimate settles it in two or three counts instead of a binary search's log2(n)."""
+        least relevant facts go first). Every answer is an exact count of the rendered block;
+        the prefix to try first comes from the block's tokens being (nearly) its own text plus
+        the sum of its lines' (line counts cached per scope in ``memo``, the text's learned
+        from earlier blocks), so one render and one count usually settle it."""
         budget = self._settings.max_tokens
-        items = [BlockItem.of(c.fact.key, c.fact.value) for c in chosen]
+        memo = {} if memo is None else memo
+        items = [self._item(memo, c.fact) for c in chosen]
+        encoding = self._tokens.encoding_name(model)
+        lines = [self._line(memo, encoding, item, model) for item in items]
+        sums = list(itertools.accumulate(lines, initial=0))
+        profile = list(itertools.accumulate((c.section == "profile" for c in chosen), initial=0))
+        memories = list(itertools.accumulate((c.section != "profile" for c in chosen), initial=0))
         rendered: dict[int, tuple[str, int]] = {}
 
+        def shape(n: int) -> tuple[str, bool, bool]:
+            return encoding, profile[n] > 0, memories[n] > 0
+
         def fits(n: int) -> bool:
-            block = self._render(chosen[:n], items[:n])
-            rendered[n] = (block, self._tokens.count(block, model))
+            if n not in rendered:
+                block = self._render(chosen[:n], items[:n])
+                rendered[n] = (block, self._tokens.count(block, model))
+                self._overhead[shape(n)] = rendered[n][1] - sums[n]
             return rendered[n][1] <= budget
 
-        lo, hi = 0, len(items)
-        if fits(hi):
-            return chosen, *rendered[hi]
-        hi -= 1
-        lines = [self._tokens.count(f"- {i.key}: {i.value}\n", model) for i in items]
-        used = rendered[len(items)][1] - sum(lines)  # the block's own text, roughly
-        est = 0
-        for line in lines:
-            used += line
-            if used > budget:
+        def predicted(n: int) -> int | None:
+            own = self._overhead.get(shape(n))
+            return None if own is None else own + sums[n]
+
+        def guess(lo: int, hi: int) -> int:
+            """The longest prefix in (lo, hi] predicted to fit; the middle when unknown."""
+            for m in range(hi, lo, -1):
+                tokens = predicted(m)
+                if tokens is None:
+                    return (lo + hi + 1) // 2
+                if tokens <= budget:
+                    return m
+            return lo + 1
+
+        lo, hi = 0, len(items)  # the answer is in [lo, hi]; lo always fits
+        n = guess(lo, hi)
+        while lo < hi:
+            if fits(n):
+                lo = n
+            else:
+                hi = n - 1
+            if lo >= hi:
                 break
-            est += 1
-        for mid in (est, est + 1, est - 1):
-            if lo < mid <= hi:
-                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-        while lo < hi:  # the estimate was off: binary search what is left
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-        if lo == 0:
+            if lo == n:  # it fitted: one more line, unless that surely cannot fit
+                nxt = predicted(n + 1)
+                if nxt is not None and nxt > budget + _SLACK:
+                    break
+                n += 1
+            else:
+                n = guess(lo, hi)
+        n = lo
+        if n == 0:
             return [], "", 0
-        return chosen[:lo], *rendered[lo]
+        return chosen[:n], *rendered[n]
+
+    @staticmethod
+    def _item(memo: dict[tuple[str, str], Any], fact: Fact) -> BlockItem:
+        key = ("", f"{fact.key}\x00{fact.value}")
+        item = memo.get(key)
+        if item is None:
+            item = memo[key] = BlockItem.of(fact.key, fact.value)
+        return item
+
+    def _line(
+        self, memo: dict[tuple[str, str], Any], encoding: str, item: BlockItem, model: str
+    ) -> int:
+        key = (encoding, f"{item.key}\x00{item.value}")
+        count = memo.get(key)
+        if count is None:
+            count = memo[key] = self._tokens.count(f"- {item.key}: {item.value}\n", model)
+        return count
 
     def build(
         self, scope: Scope, features: Features, messages: list[dict[str, Any]], model: str
     ) -> MemoryContext:
-        chosen = self._candidates(scope, features, latest_user_text(messages))
+        view = self._retriever.open(scope)
+        chosen = self._candidates(scope, features, latest_user_text(messages), view)
         if not chosen:
             return MemoryContext()
-        chosen, block, tokens = self._fit(chosen, model)
+        memo = view.memo if view is not None else {}
+        if view is not None and len(memo) > 8 * len(view) + 512:
+            memo.clear()  # lines of facts since changed
+        chosen, block, tokens = self._fit(chosen, model, memo)
         if not chosen:
             return MemoryContext()
         return MemoryContext(block=block, chosen=chosen, tokens=tokens)

@@ -284,6 +284,7 @@ class ProfileService:
         assert self._erasure is not None and scope.collection_id is not None
         counts = self._erasure.erase_scope(scope)
         self._sync.drop(scope)
+        self._retriever.forget(scope)
         return counts
 
     def delete_matching(self, scope: Scope, req: DeleteByQuery, *, request_id: str) -> list[Hit]:

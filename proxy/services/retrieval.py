@@ -24,6 +24,7 @@ deleted value.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +36,13 @@ from proxy.metrics import Metrics
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
 from proxy.services.query_terms import query_terms, without_words
+from proxy.services.scope_views import ScopeViews
 from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder, l2_normalize
 from proxy.store.facts import FactRecords
 from proxy.store.index import VectorIndex
 from proxy.store.lexical import LexicalIndex
+from proxy.store.snapshot import ScopeSnapshot
 
 
 @dataclass(slots=True)
@@ -86,6 +89,7 @@ class Retriever:
         lexical: LexicalIndex | None = None,
         settings: RetrievalSettings | None = None,
         metrics: Metrics | None = None,
+        views: ScopeViews | None = None,
     ) -> None:
         self._records = records
         self._index = index
@@ -93,11 +97,14 @@ class Retriever:
         self._sync = sync
         self._metrics = metrics or Metrics()
         self._lexical = lexical
+        self._views = views if views is not None and views.enabled else None
         self._settings = settings or RetrievalSettings()
         self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
     def close(self) -> None:
         self._pool_threads.shutdown(wait=True)
+        if self._views is not None:
+            self._views.close()
 
     @property
     def hybrid(self) -> bool:
@@ -106,14 +113,58 @@ class Retriever:
     def embed_query(self, scope: Scope, query: str) -> Any:
         return for_account(self._embedder, scope.account).embed([query])[0]
 
-    def search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
+    def open(self, scope: Scope) -> ScopeSnapshot | None:
+        """The scope's in-memory view at its write version (None: read the indexes), after
+        applying its pending index writes (read-after-write)."""
+        if self._views is None:
+            self._sync.flush(scope)
+            return None
+        return self._views.open(scope)
+
+    def forget(self, scope: Scope) -> None:
+        """Drop the scope's view (its records were erased)."""
+        if self._views is not None:
+            self._views.forget(scope)
+
+    def search(
+        self, scope: Scope, query: str, opts: SearchOptions, view: ScopeSnapshot | None = None
+    ) -> list[Hit]:
+        """``view``: the scope's view from ``open`` when the caller already has it."""
         with self._metrics.retrieval_seconds.time():
+            if view is None:
+                view = self.open(scope)
+            if view is not None:
+                return self._search_view(scope, view, query, opts)
             return self._search(scope, query, opts)
 
+    def _search_view(
+        self, scope: Scope, view: ScopeSnapshot, query: str, opts: SearchOptions
+    ) -> list[Hit]:
+        """The same search on the scope's view: no index or records round trip. The query is
+        embedded outside the view's lock (a writer may patch the view meanwhile)."""
+        rules = self._settings
+        terms = query_terms(query) if self.hybrid else []
+        with view.lock:
+            common = view.common(terms, rules.common_term_share, rules.common_term_min_facts)
+        if self.hybrid:
+            vector = self._query_vector(scope, query, common)
+        else:
+            vector = self.embed_query(scope, query)
+        n = self._pool(opts)
+        now = time.time()
+        with view.lock:
+            ranked = view.nearest(vector, n, kind=opts.kind, source=opts.source)
+            if self.hybrid:
+                keywords = [t for t in terms if t not in common]
+                lexical = view.lexical(keywords, n)
+                ranked = self._fuse(vector, ranked, lexical, opts, view.vectors)
+            ranked = [(i, s) for i, s in ranked if s >= opts.threshold]
+            facts = view.facts([i for i, _ in ranked], now)
+        return self._select(ranked, facts, opts)
+
     def _search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
-        self._sync.flush(scope)  # read-after-write: apply anything still pending first
         if not self.hybrid:
-            return self.search_vector(scope, self.embed_query(scope, query), opts)
+            return self.search_vector(scope, self.embed_query(scope, query), opts, flushed=True)
         assert self._lexical is not None
         terms = query_terms(query)
         common = self.common_terms(scope, terms)
@@ -125,7 +176,11 @@ class Retriever:
         vector = self._query_vector(scope, query, common)
         semantic = self._index.query(scope, vector, n, self._where(opts))
         lexical = pending.result()
-        return self._hits(scope, self._fuse(scope, vector, semantic, lexical, opts), opts)
+
+        def stored(ids: list[str]) -> dict[str, Any]:
+            return self._index.vectors(scope, ids)
+
+        return self._hits(scope, self._fuse(vector, semantic, lexical, opts, stored), opts)
 
     def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
         """The terms found in at least ``common_term_share`` of the scope's facts."""
@@ -148,11 +203,11 @@ class Retriever:
 
     def _fuse(
         self,
-        scope: Scope,
         vector: Any,
         semantic: list[tuple[str, float]],
         lexical: list[tuple[str, float]],
         opts: SearchOptions,
+        stored: Callable[[list[str]], dict[str, Any]],
     ) -> list[tuple[str, float]]:
         wl = self._settings.lexical_weight
         lex = self._lexical_scores(lexical)
@@ -175,8 +230,8 @@ class Retriever:
             others = [i for i in others if fuse(floor, lex[i]) >= bar]
         if others:
             query = np.asarray(vector, dtype=np.float32)
-            for fact_id, stored in self._index.vectors(scope, others).items():
-                fused[fact_id] = fuse(float(np.dot(stored, query)), lex[fact_id])
+            for fact_id, vec in stored(others).items():
+                fused[fact_id] = fuse(float(np.dot(vec, query)), lex[fact_id])
         return sorted(fused.items(), key=lambda item: item[1], reverse=True)
 
     def _lexical_scores(self, lexical: list[tuple[str, float]]) -> dict[str, float]:
@@ -201,8 +256,12 @@ class Retriever:
             return {"$and": [{k: v} for k, v in where.items()]}
         return where or None
 
-    def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
+    def search_vector(
+        self, scope: Scope, vector: Any, opts: SearchOptions, *, flushed: bool = False
+    ) -> list[Hit]:
         """Cosine alone: the scope's nearest facts to ``vector``."""
+        if not flushed:
+            self._sync.flush(scope)
         candidates = self._index.query(scope, vector, self._pool(opts), self._where(opts))
         return self._hits(scope, candidates, opts)
 
@@ -212,6 +271,12 @@ class Retriever:
         """The facts of ``candidates`` (best first) that pass the options, read back."""
         candidates = [(i, s) for i, s in candidates if s >= opts.threshold]
         facts = self._records.by_ids(scope, [i for i, _ in candidates], now=time.time())
+        return self._select(candidates, facts, opts)
+
+    @staticmethod
+    def _select(
+        candidates: list[tuple[str, float]], facts: dict[str, Fact], opts: SearchOptions
+    ) -> list[Hit]:
         hits: list[Hit] = []
         for fact_id, score in candidates:
             fact = facts.get(fact_id)

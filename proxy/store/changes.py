@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ import orjson
 from proxy.models import Scope
 from proxy.store.db import Conn, Database, using
 from proxy.store.facts import Change
+from proxy.store.scope_writes import prune as prune_writes
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class Outbox:
                 f"DELETE FROM index_outbox WHERE scope_key = ? AND seq IN ({marks})",
                 (scope.key, *seqs),
             )
+            prune_writes(c, scope, time.time())
 
     def failed(
         self, scope: Scope, seqs: list[int], error: str, *, conn: Conn | None = None

@@ -43,6 +43,10 @@ class Erasure:
                     f"DELETE FROM {table} WHERE scope_key = ? AND account = ?",
                     (scope.key, scope.account),
                 ).rowcount
+            conn.execute(  # the write log (its versions are never reused: views re-read)
+                "DELETE FROM scope_writes WHERE scope_key = ? AND account = ?",
+                (scope.key, scope.account),
+            )
             counts["dialectic_sessions"] = conn.execute(
                 "DELETE FROM dialectic_sessions WHERE scope_key = ? AND account = ?",
                 (scope.key, scope.account),

@@ -41,7 +41,10 @@ def snapshot(fact: Fact) -> dict[str, Any]:
     return asdict(fact)
 
 
-def _live(now: float) -> tuple[str, tuple[float]]:
+def _live(now: float, expired: bool = False) -> tuple[str, tuple[float, ...]]:
+    """The live-row condition; ``expired`` keeps expired rows too (as the indexes hold them)."""
+    if expired:
+        return "1 = 1", ()
     return "(expires_at IS NULL OR expires_at > ?)", (now,)
 
 
@@ -297,10 +300,11 @@ class FactRecords:
         *,
         now: float | None = None,
         conn: Conn | None = None,
+        expired: bool = False,
     ) -> dict[str, Fact]:
         if not ids:
             return {}
-        live, args = _live(now or time.time())
+        live, args = _live(now or time.time(), expired)
         marks = ",".join("?" * len(ids))
         # Unary ``+`` keeps SQLite from answering through the scope index (a scan of the whole
         # scope: ~3.5 ms at 10k facts, linear in the scope) instead of one primary-key lookup
@@ -323,9 +327,10 @@ class FactRecords:
         limit: int | None = None,
         after: tuple[float, str] | None = None,
         now: float | None = None,
+        expired: bool = False,
     ) -> list[Fact]:
         """Live facts of the scope, oldest first; ``after`` is a (created_at, id) cursor."""
-        live, args = _live(now or time.time())
+        live, args = _live(now or time.time(), expired)
         where = ["scope_key = ?", "account = ?", live]
         params: list[Any] = [scope.key, scope.account, *args]
         flt = flt or FactFilter()
@@ -373,8 +378,8 @@ class FactRecords:
             ).fetchall()
         return [_row_to_fact(row) for row in rows]
 
-    def count(self, scope: Scope, *, now: float | None = None) -> int:
-        live, args = _live(now or time.time())
+    def count(self, scope: Scope, *, now: float | None = None, expired: bool = False) -> int:
+        live, args = _live(now or time.time(), expired)
         with self._db.read() as conn:
             return int(
                 conn.execute(

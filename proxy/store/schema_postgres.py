@@ -226,4 +226,25 @@ MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER facts_counts AFTER INSERT OR DELETE OR UPDATE OF key, value ON facts
         FOR EACH ROW EXECUTE FUNCTION profilo_facts_counts();
     """,
+    # Per-scope write log: see migration 12 of schema_sqlite.py.
+    2: """
+    CREATE TABLE scope_writes (
+        scope_key TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        account TEXT NOT NULL,
+        fact_id TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (scope_key, seq)
+    );
+    CREATE FUNCTION profilo_scope_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO scope_writes (scope_key, seq, account, fact_id, created_at)
+            VALUES (NEW.scope_key, NEW.seq, NEW.account, NEW.fact_id, NEW.created_at)
+            ON CONFLICT DO NOTHING;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER index_outbox_writes AFTER INSERT ON index_outbox
+        FOR EACH ROW EXECUTE FUNCTION profilo_scope_writes();
+    """,
 }

@@ -229,4 +229,22 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE status = 'running';
     """,
+    # Per-scope write log (proxy/store/scope_writes.py): one row per index_outbox row, kept after
+    # the outbox row is applied, so a replica's in-memory view of a scope
+    # (proxy/store/snapshot_cache.py) learns from ``max(seq)`` that the scope changed and from
+    # the rows after its own version which facts did. Pruned by age (the newest row stays).
+    12: """
+    CREATE TABLE IF NOT EXISTS scope_writes (
+        scope_key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        fact_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (scope_key, seq)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER IF NOT EXISTS index_outbox_writes AFTER INSERT ON index_outbox BEGIN
+        INSERT OR IGNORE INTO scope_writes (scope_key, seq, account, fact_id, created_at)
+            VALUES (new.scope_key, new.seq, new.account, new.fact_id, new.created_at);
+    END;
+    """,
 }
