@@ -32,12 +32,14 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench.baseline import baseline_tree
 from bench.bench_proxy import running, start_proxy, start_upstream
 from bench.common import (
     Target,
@@ -147,45 +149,57 @@ def run(
     fresh: bool = False,
     work: Path | None = None,
     precisions: tuple[str, ...] = ("fp32",),
+    baseline: str | None = None,
 ) -> dict[str, Any]:
+    """``baseline``: a git ref whose code serves as one more proxy (``baseline``, fp32, on the
+    same seeded data), measured in the same rounds; the others' ratios are against it."""
     use_uvloop()
     work = work or Path(tempfile.mkdtemp(prefix="profilo-bench-memory-"))
     m = machine()
     print(machine_line(m), flush=True)
-    data_dirs, seed_seconds, cached = {}, {}, {}
-    for p in precisions:
-        cached[p], seed_seconds[p] = ensure_seeded(sizes, static_fraction, fresh, p)
-        data_dirs[p] = work / f"data-{p}"
-        shutil.copytree(cached[p], data_dirs[p])  # the server writes (jobs, outbox)
-    steps = break_down(data_dirs, sizes, plan.iters)
-    print_steps(steps)
-    gen = Messages(seed=HTTP_SEED)
-    texts = gen.take(plan.messages_needed(len(precisions) * (1 + len(sizes))))
-    print(f"\nHTTP messages, each sent once: {describe(gen.lengths)}", flush=True)
-    fresh_texts = iter(texts)
-    upstream = start_upstream(work, 20)
-    with running(upstream):
-        proxies = {
-            p: start_proxy(
-                work,
-                upstream,
-                data_dirs[p],
-                name=f"proxy-memory-{p}",
-                PROFILO_EMBEDDING__PRECISION=p,
-            )
-            for p in precisions
-        }
-        with running(*proxies.values()):
-            before = {p: cache_counts(s.url) for p, s in proxies.items()}
-            scenarios = asyncio.run(_measure_all(proxies, sizes, plan, fresh_texts))
-            after = {p: cache_counts(s.url) for p, s in proxies.items()}
+    with ExitStack() as stack:
+        variants: dict[str, tuple[str, Path | None]] = {p: (p, None) for p in precisions}
+        if baseline is not None:
+            tree = stack.enter_context(baseline_tree(baseline))
+            variants = {"baseline": ("fp32", tree), **variants}
+        data_dirs, seed_seconds, cached = {}, {}, {}
+        for p in dict.fromkeys(p for p, _ in variants.values()):
+            cached[p], seed_seconds[p] = ensure_seeded(sizes, static_fraction, fresh, p)
+        for name, (p, _) in variants.items():
+            data_dirs[name] = work / f"data-{name}"
+            shutil.copytree(cached[p], data_dirs[name])  # the server writes (jobs, outbox)
+        steps = break_down({p: data_dirs[p] for p in precisions}, sizes, plan.iters)
+        print_steps(steps)
+        gen = Messages(seed=HTTP_SEED)
+        texts = gen.take(plan.messages_needed(len(variants) * (1 + len(sizes))))
+        print(f"\nHTTP messages, each sent once: {describe(gen.lengths)}", flush=True)
+        fresh_texts = iter(texts)
+        upstream = start_upstream(work, 20)
+        with running(upstream):
+            proxies = {
+                name: start_proxy(
+                    work,
+                    upstream,
+                    data_dirs[name],
+                    name=f"proxy-memory-{name}",
+                    code=code,
+                    PROFILO_EMBEDDING__PRECISION=p,
+                )
+                for name, (p, code) in variants.items()
+            }
+            with running(*proxies.values()):
+                before = {p: cache_counts(s.url) for p, s in proxies.items()}
+                scenarios = asyncio.run(_measure_all(proxies, sizes, plan, fresh_texts))
+                after = {p: cache_counts(s.url) for p, s in proxies.items()}
     cache = cache_report(before, after)
-    g = goals(scenarios, list(precisions)) if 10000 in sizes else {}
+    g = goals(scenarios, list(variants)) if 10000 in sizes else {}
     return {
         "machine": m,
         "plan": plan.__dict__,
         "sizes": sizes,
         "precisions": list(precisions),
+        "baseline": baseline,
+        "variants": {name: p for name, (p, _) in variants.items()},
         "static_fraction": static_fraction,
         "features": FEATURES,
         "messages": describe(gen.lengths),
@@ -214,6 +228,11 @@ def main() -> None:
         default=["fp32"],
         help="embedding.precision: one proxy (and seeded data) each, measured side by side",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="a git ref (e.g. HEAD~1) whose code runs as one more proxy in the same rounds",
+    )
     args = parser.parse_args()
     sizes = sorted(set(args.sizes + ([100000] if args.with_100k else [])))
     run(
@@ -222,6 +241,7 @@ def main() -> None:
         static_fraction=args.static_fraction,
         fresh=args.fresh,
         precisions=tuple(dict.fromkeys(args.precision)),
+        baseline=args.baseline,
     )
 
 

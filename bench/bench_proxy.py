@@ -83,8 +83,14 @@ def start_upstream(log_dir: Path, chunks: int) -> Server:
 
 
 def start_proxy(
-    log_dir: Path, upstream: Server, data_dir: Path, name: str = "proxy", **env: str
+    log_dir: Path,
+    upstream: Server,
+    data_dir: Path,
+    name: str = "proxy",
+    code: Path | None = None,
+    **env: str,
 ) -> Server:
+    """``profilo serve`` on ``data_dir``; ``code``: another checkout's (bench/baseline.py)."""
     port = free_port()
     return spawn(
         name,
@@ -94,6 +100,7 @@ def start_proxy(
         env=proxy_env(upstream, **env),
         ready_path="/readyz",
         ready_timeout=300,
+        cwd=code,
     )
 
 

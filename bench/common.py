@@ -93,13 +93,15 @@ def spawn(
     env: dict[str, str] | None = None,
     ready_path: str = "/",
     ready_timeout: float = 120.0,
+    cwd: Path | None = None,
 ) -> Server:
-    """Start ``python args...`` (cwd = repo root) and wait until ``ready_path`` answers < 500."""
+    """Start ``python args...`` (in ``cwd``, the repo root by default) and wait until
+    ``ready_path`` answers < 500."""
     log = log_dir / f"{name}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [PYTHON, *args], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+            [PYTHON, *args], cwd=cwd or ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
         )
     server = Server(name, proc, port, log)
     deadline = time.monotonic() + ready_timeout

@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="manage the retrieval indexes")
     index_sub = index.add_subparsers(dest="index_command", required=True)
-    index_sub.add_parser("rebuild", help="rebuild the lexical (FTS5) index from the facts")
+    rebuild = index_sub.add_parser("rebuild", help="rebuild the lexical index from the facts")
+    rebuild.add_argument(
+        "--vectors",
+        action="store_true",
+        help="also re-embed every fact into the vector index (after changing embedding.*)",
+    )
     return parser
 
 
@@ -127,17 +132,18 @@ def _reindex(settings: Settings, target: Any) -> int:
     from proxy.store.changes import Outbox
     from proxy.store.embed_cache import CachedEmbedder
     from proxy.store.facts import FactRecords
-    from proxy.store.index import FactIndex
+    from proxy.store.index import FactIndex, VectorIndex
+    from proxy.store.pgvector_index import PgVectorIndex
 
     cache = settings.embedding.cache_dir or settings.data_dir / "models"
-    index = FactIndex(settings.store, settings.chroma_path)
-    outbox = Outbox(target)
-    sync = IndexSync(
-        FactRecords(target),
-        outbox,
-        index,
-        CachedEmbedder(build_embedder(settings.embedding, cache)),
+    embedder = CachedEmbedder(build_embedder(settings.embedding, cache))
+    index: VectorIndex = (
+        PgVectorIndex(target, embedder.dim)
+        if settings.store.vector_backend == "pgvector"
+        else FactIndex(settings.store, settings.chroma_path)
     )
+    outbox = Outbox(target)
+    sync = IndexSync(FactRecords(target), outbox, index, embedder)
     total = 0
     try:
         for scope in tqdm(outbox.pending_scopes(), desc="index", unit="scope", file=sys.stderr):
@@ -149,10 +155,14 @@ def _reindex(settings: Settings, target: Any) -> int:
 
 def _index(settings: Settings, args: argparse.Namespace) -> int:
     from proxy.store.lexical_pg import lexical_index
+    from proxy.store.migrate import queue_reindex
 
     db = open_database(settings)
     try:
         print(f"lexical index rebuilt: {lexical_index(db).rebuild()} facts")
+        if args.vectors:  # every fact queued (running replicas' views see the writes), applied
+            print(f"{queue_reindex(db)} facts queued for the vector index")
+            print(f"vector index rebuilt: {_reindex(settings, db)} facts")
     finally:
         db.close()
     return 0

@@ -162,3 +162,47 @@ def test_serve_honours_env_and_flags_end_to_end(tmp_path: Path, upstream: FakeUp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_index_rebuild_vectors_re_embeds_every_fact(
+    tmp_path: Path, upstream: FakeUpstream, make_proxy: Any
+) -> None:
+    """After switching embedding.precision, `index rebuild --vectors` writes every fact's
+    vector with the new one (the views of running replicas see the writes)."""
+    import numpy as np
+
+    from proxy.llm.embeddings import build_embedder
+    from proxy.models import Scope
+    from proxy.store.index import FactIndex
+    from tests.conftest import MODEL_CACHE, make_settings
+
+    settings = make_settings(tmp_path / "d", upstream)
+    proxy = make_proxy(settings)
+    facts = {"home_city": "Lisbon", "pet": "a beagle called Biscuit", "job": "ICU nurse"}
+    r = httpx.patch(proxy.base_url + "/profile", json={**facts, "collection_id": "u"})
+    assert r.status_code == 200, r.text
+    proxy.server.__exit__(None, None, None)  # stopped: the command has the data dir alone
+
+    env = {"PROFILO_EMBEDDING__PRECISION": "int8", "PROFILO_EMBEDDING__CACHE_DIR": str(MODEL_CACHE)}
+    done = profilo("--data-dir", str(settings.data_dir), "index", "rebuild", "--vectors", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "3 facts queued" in done.stdout and "vector index rebuilt: 3 facts" in done.stdout
+
+    int8 = settings.model_copy(
+        update={"embedding": settings.embedding.model_copy(update={"precision": "int8"})}
+    )
+    embedder = build_embedder(int8.embedding, MODEL_CACHE)
+    fp32 = build_embedder(settings.embedding, MODEL_CACHE)
+    index = FactIndex(settings.store, settings.chroma_path)
+    try:
+        scope = Scope("dev", "u")
+        stored = index.vectors(scope, [h[0] for h in index.query(scope, np.ones(384), 10)])
+    finally:
+        index.close()
+    assert len(stored) == 3
+    texts = [f"{k.replace('_', ' ')}: {v}" for k, v in facts.items()]
+    want, old = embedder.embed(texts), fp32.embed(texts)
+    for vector in stored.values():
+        best = max(float(vector @ w) for w in want)
+        assert best > 0.9999  # the int8 vector of one of the facts
+        assert max(float(vector @ o) for o in old) < 0.9999  # not the fp32 one any more

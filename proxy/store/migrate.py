@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import orjson
 import psycopg
 from tqdm import tqdm
 
+from proxy.store.db import Database
 from proxy.store.postgres import PostgresDatabase
 from proxy.store.schema_sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
@@ -131,17 +133,19 @@ def _analyze(target: PostgresDatabase) -> None:
             conn.execute(f"ANALYZE {table}")
 
 
-def queue_reindex(target: PostgresDatabase) -> int:
+def queue_reindex(target: Database) -> int:
     """One outbox row per fact not already waiting: the next index flush (this command's with
-    ``store.chroma_url``, or each replica's start-up replay) writes every fact's vector."""
+    ``store.chroma_url``, or each replica's start-up replay) writes every fact's vector.
+    Either backend (``profilo index rebuild --vectors`` re-embeds an embedded install too)."""
     with target.write() as conn:
         return int(
             conn.execute(
                 "INSERT INTO index_outbox (account, collection_id, scope_key, fact_id, "
-                "created_at) SELECT f.account, f.collection_id, f.scope_key, f.id, "
-                "extract(epoch FROM now()) FROM facts AS f WHERE NOT EXISTS (SELECT 1 FROM "
+                "created_at) SELECT f.account, f.collection_id, f.scope_key, f.id, ? "
+                "FROM facts AS f WHERE NOT EXISTS (SELECT 1 FROM "
                 "index_outbox AS o WHERE o.scope_key = f.scope_key AND o.fact_id = f.id) "
-                "ORDER BY f.scope_key, f.created_at, f.id"
+                "ORDER BY f.scope_key, f.created_at, f.id",
+                (time.time(),),
             ).rowcount
         )
 
