@@ -141,9 +141,9 @@ class RetrievalSettings(BaseModel):
     # memory at the scope's write version. views_mb bounds them (0: off, every lookup reads the
     # indexes); scopes over views_max_facts are never held; those up to views_inline_facts are
     # read on the request path when not held, larger ones in the background.
-    views_mb: int = Field(default=512, ge=0)
+    views_mb: int = Field(default=256, ge=0)
     views_max_facts: int = Field(default=50_000, ge=0)
-    views_inline_facts: int = Field(default=2_000, ge=0)
+    views_inline_facts: int = Field(default=500, ge=0)
 
 
 #: An HTTP header name (RFC 9110 token).
