@@ -85,7 +85,8 @@ class ScopeViews:
             self._sync.flush(scope)
             return None
         head = self._writes.head(scope)
-        self._sync.flush(scope)  # every vector up to ``head`` is in the index after this
+        if head.pending:  # read in the same query; applied, every vector up to head is indexed
+            self._sync.flush(scope)
         with self._guard:
             view = self._views.get(scope.key)
             if view is not None:

@@ -24,16 +24,19 @@ RETENTION_SECONDS = 24 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """The scope's write log bounds: ``newest`` is its version (0: never written or erased)."""
+    """The scope's write log bounds: ``newest`` is its version (0: never written or erased);
+    ``pending``: index outbox rows of the scope are waiting (read in the same query)."""
 
     oldest: int
     newest: int
+    pending: bool = True
 
 
 #: Both ends by the primary key, in order (``min``/``max`` with the account filter would read
 #: every row of the scope's log).
 _EDGE = "SELECT seq FROM scope_writes WHERE scope_key = ? AND account = ? ORDER BY seq {} LIMIT 1"
-_HEAD = f"SELECT ({_EDGE.format('ASC')}), ({_EDGE.format('DESC')})"
+_PENDING = "SELECT 1 FROM index_outbox WHERE scope_key = ? AND account = ? LIMIT 1"
+_HEAD = f"SELECT ({_EDGE.format('ASC')}), ({_EDGE.format('DESC')}), EXISTS ({_PENDING})"
 
 
 class ScopeWrites:
@@ -42,10 +45,11 @@ class ScopeWrites:
 
     def head(self, scope: Scope) -> Head:
         with self._db.read() as conn:
-            row = conn.execute(_HEAD, (scope.key, scope.account) * 2).fetchone()
-        if row is None or row[1] is None:
-            return Head(0, 0)
-        return Head(int(row[0]), int(row[1]))
+            row = conn.execute(_HEAD, (scope.key, scope.account) * 3).fetchone()
+        pending = bool(row[2])
+        if row[1] is None:
+            return Head(0, 0, pending)
+        return Head(int(row[0]), int(row[1]), pending)
 
     def since(self, scope: Scope, version: int, limit: int) -> list[tuple[int, str]]:
         """(seq, fact id) of the scope's writes after ``version``, oldest first, at most
