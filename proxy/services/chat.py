@@ -22,6 +22,7 @@ from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
 from proxy.services.extraction import LearningQueue, chat_turn
 from proxy.services.memory import MemoryContext, MemoryService, inject
+from proxy.services.metering import Meter, Metering, ask_for_usage
 from proxy.services.sse import DONE, relay, sse_data, sse_error
 
 log = logging.getLogger("profilo.chat")
@@ -77,6 +78,7 @@ class PendingTurn:
     model: str
     wait: float
     source: str = "chat"  # the job's source: which endpoint the turn came through
+    key_id: str | None = None  # the API key it came with (its extraction jobs/min)
 
 
 def with_memory_context(answer: bytes, ctx: MemoryContext) -> bytes:
@@ -128,6 +130,7 @@ class ChatService:
         max_message_chars: int = 8000,
         metrics: Metrics | None = None,
         store: RecordStored | None = None,
+        metering: Metering | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
@@ -139,6 +142,7 @@ class ChatService:
         self._max_message_chars = max_message_chars
         self._metrics = metrics or Metrics()
         self._store = store  # keeps `store: true` completions (services/stored_completions)
+        self._metering = metering  # usage records and limits (services/metering, limits)
 
     def features(self, account: Account, chat: ChatRequest) -> Features:
         """The account's default features, overridden by what the request set. ``learning``
@@ -190,6 +194,7 @@ class ChatService:
         request_id: str | None = None,
     ) -> ChatOutcome:
         headers: dict[str, str] = {}
+        meter = await self._meter(chat, account, user_header, headers)  # 429 over a limit
         client_messages = chat.body["messages"]  # as sent (before any memory is injected)
         features = self.features(account, chat)
         ctx: MemoryContext | None = None
@@ -204,6 +209,7 @@ class ChatService:
                     chat.body["messages"],
                     chat.model,
                     chat.wait_for_learning_seconds,
+                    key_id=account.key_id,
                 )
             if features.any:
                 ctx = await self.remember(
@@ -212,6 +218,9 @@ class ChatService:
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
+        if meter is not None:
+            meter.memory_tokens = ctx.tokens if ctx is not None else 0
+            outcome = await self._metering_of(meter, outcome)
         if self._store is not None and chat.body.get("store") is True:
             outcome = await self._store(account, client_messages, chat.body, outcome)
         outcome.headers.update(headers)
@@ -226,12 +235,41 @@ class ChatService:
             outcome.json = with_memory_context(outcome.json, ctx)
         return outcome
 
+    async def _meter(
+        self,
+        chat: ChatRequest,
+        account: Account,
+        user_header: tuple[str, str] | None,
+        headers: dict[str, str],
+    ) -> Meter | None:
+        """Admit the request under the usage limits (``x-ratelimit-*`` into ``headers``) and
+        start its meter; a stream asks the upstream for its usage."""
+        if self._metering is None:
+            return None
+        headers.update(await self._metering.limiter.admit_request(account))
+        try:
+            user = chat_scope(account, chat, user_header).collection_id
+        except ProxyError:  # not a valid end-user id: metered for the account
+            user = None
+        meter = Meter(account, user, chat.model, "/v1/chat/completions")
+        if chat.stream:
+            chat.body, meter.strip_usage = ask_for_usage(chat.body)
+        return meter
+
+    async def _metering_of(self, meter: Meter, outcome: ChatOutcome) -> ChatOutcome:
+        assert self._metering is not None
+        if outcome.json is not None:
+            await self._metering.json(meter, outcome.json)
+        elif outcome.stream is not None:
+            outcome.stream = self._metering.stream(meter, outcome.stream)
+        return outcome
+
     async def _admitted(self, account: Account, headers: dict[str, str]) -> bool:
         """Whether the account's queue limits take this turn; else the chat goes on and says
         why its learning was skipped."""
         assert self._learning is not None
         try:
-            await self._learning.admit(account.id)
+            await self._learning.admit(account.id, account.key_id)
         except TooManyRequests as exc:
             headers["X-Profilo-Learning"] = "skipped"
             headers["X-Profilo-Learning-Reason"] = str(exc.code)
@@ -252,7 +290,7 @@ class ChatService:
             return "skipped"
         payload = {"messages": messages, "source": turn.source, "model": turn.model}
         try:
-            await self._learning.enqueue(turn.request_id, turn.scope, payload)
+            await self._learning.enqueue(turn.request_id, turn.scope, payload, turn.key_id)
             if turn.wait <= 0:
                 return "queued"
             job = await self._learning.wait(turn.account, turn.request_id, turn.wait)

@@ -229,4 +229,43 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS jobs_lease ON jobs(lease_until) WHERE status = 'running';
     """,
+    # Usage metering and limits (proxy/store/usage.py): one row per metered upstream call,
+    # the limits the operator set (key_id '' = the account's own), and counters per subject
+    # ('a:' account, 'k:' key) and window (minute windows; 'cost' per month, for budgets).
+    12: """
+    CREATE TABLE IF NOT EXISTS usage_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        key_id TEXT,
+        collection_id TEXT,
+        kind TEXT NOT NULL,
+        model TEXT NOT NULL,
+        route TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        day TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        memory_tokens INTEGER NOT NULL,
+        cost REAL,
+        memory_cost REAL
+    );
+    CREATE INDEX IF NOT EXISTS usage_events_account ON usage_events(account, created_at);
+    CREATE TABLE IF NOT EXISTS usage_limits (
+        account TEXT NOT NULL,
+        key_id TEXT NOT NULL DEFAULT '',
+        requests_per_minute INTEGER,
+        tokens_per_minute INTEGER,
+        monthly_budget REAL,
+        extraction_jobs_per_minute INTEGER,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (account, key_id)
+    );
+    CREATE TABLE IF NOT EXISTS usage_counters (
+        subject TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        win INTEGER NOT NULL,
+        amount REAL NOT NULL,
+        PRIMARY KEY (subject, metric, win)
+    );
+    """,
 }
