@@ -40,6 +40,8 @@ BOTH = frozenset(
         "test_responses",
         "test_stored_completions",
         "test_tenancy",
+        "test_usage",
+        "test_limits",
         "test_worker",
     }
 )

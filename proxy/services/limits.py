@@ -128,11 +128,12 @@ class Limiter:
         return headers
 
     async def _check_budget(self, budgets: list[tuple[str, float]], now: float) -> None:
+        month = month_window(now)
         spent = await asyncio.to_thread(
-            self._store.counters, "cost", month_window(now), [s for s, _ in budgets]
+            self._store.counters, "cost", month, [s for s, _ in budgets]
         )
         for subject, budget in budgets:
-            total = spent.get(subject, 0.0) + self._recorder.unflushed_cost(subject)
+            total = spent.get(subject, 0.0) + self._recorder.unflushed_cost(subject, month)
             if total >= budget:
                 who = "API key" if subject.startswith("k:") else "account"
                 raise InsufficientQuota(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +85,7 @@ class Metering:
                 kind=meter.kind,
                 model=meter.model,
                 route=meter.route,
-                created_at=time.time(),
+                created_at=self._limiter.clock(),
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 memory_tokens=meter.memory_tokens,

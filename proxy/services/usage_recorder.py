@@ -19,7 +19,7 @@ from collections import defaultdict
 from proxy.config import UsageSettings
 from proxy.llm.costs import CostMap
 from proxy.metrics import Metrics
-from proxy.store.usage import UsageEvent, UsageStore
+from proxy.store.usage import UsageEvent, UsageStore, month_window
 
 log = logging.getLogger("profilo.usage")
 
@@ -39,7 +39,7 @@ class UsageRecorder:
         self._settings = settings
         self._metrics = metrics or Metrics()
         self._pending: list[UsageEvent] = []
-        self._unflushed_cost: dict[str, float] = defaultdict(float)  # per subject
+        self._unflushed_cost: dict[tuple[str, int], float] = defaultdict(float)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
@@ -55,16 +55,18 @@ class UsageRecorder:
         if price is not None:
             event.cost = event.prompt_tokens * price[0] + event.completion_tokens * price[1]
             event.memory_cost = event.memory_tokens * price[0]
+            month = month_window(event.created_at)
             for subject in event.subjects():
-                self._unflushed_cost[subject] += event.cost
+                self._unflushed_cost[(subject, month)] += event.cost
         self._metrics.usage(event)
         self._pending.append(event)
         if len(self._pending) >= self._settings.flush_batch:
             self._wake.set()
 
-    def unflushed_cost(self, subject: str) -> float:
-        """Cost recorded by this process and not written yet (budgets count it)."""
-        return self._unflushed_cost.get(subject, 0.0)
+    def unflushed_cost(self, subject: str, month: int) -> float:
+        """Cost recorded by this process for ``subject`` and ``month`` and not written yet
+        (budgets count it)."""
+        return self._unflushed_cost.get((subject, month), 0.0)
 
     @property
     def pending(self) -> int:
@@ -105,7 +107,11 @@ class UsageRecorder:
                 raise
             for event in batch:
                 if event.cost:
+                    month = month_window(event.created_at)
                     for subject in event.subjects():
-                        self._unflushed_cost[subject] -= event.cost
+                        key = (subject, month)
+                        self._unflushed_cost[key] -= event.cost
+                        if self._unflushed_cost[key] <= 1e-12:
+                            del self._unflushed_cost[key]
             self.written += len(batch)
             return len(batch)
