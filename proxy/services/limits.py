@@ -15,16 +15,19 @@ tests drive the windows with a clock of their own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.errors import InsufficientQuota, RateLimited, TooManyRequests
+from proxy.errors import InsufficientQuota, RateLimited, TooManyRequests, Unavailable
 from proxy.models import Account, Limits
 from proxy.services.usage_recorder import UsageRecorder
 from proxy.services.windows import Windows, WindowState
 from proxy.store.usage import UsageStore, account_subject, key_subject, month_window
+
+log = logging.getLogger("profilo.usage")
 
 Clock = Callable[[], float]
 _CACHED = 10_000
@@ -76,7 +79,12 @@ class Limiter:
         cached = self._cache.get((account, key_id))
         if cached is not None and now - cached[0] < self._refresh:
             return cached[1]
-        found = await asyncio.to_thread(self._store.limits, account, key_id)
+        try:
+            found = await asyncio.to_thread(self._store.limits, account, key_id)
+        except Unavailable:
+            if cached is not None:  # the records unreachable: the limits as last read
+                return cached[1]
+            raise
         if self._refresh > 0:
             if len(self._cache) > _CACHED:
                 self._cache.clear()
@@ -103,7 +111,15 @@ class Limiter:
 
     async def admit_request(self, account: Account) -> dict[str, str]:
         """Raises ``InsufficientQuota`` / ``RateLimited``; else counts the request and returns
-        the ``x-ratelimit-*`` headers for the answer (none when no limit applies)."""
+        the ``x-ratelimit-*`` headers for the answer (none when no limit applies). The
+        records unreachable: the request is answered unchecked (fail open, as memory is)."""
+        try:
+            return await self._admit(account)
+        except Unavailable as exc:
+            log.warning("usage limits not checked (fail open): %s", exc.message)
+            return {"X-Profilo-Limits": "unchecked"}
+
+    async def _admit(self, account: Account) -> dict[str, str]:
         pair = await self.limits(account.id, account.key_id)
         budgets = self._subjects(account, "monthly_budget", pair)
         tpm = self._subjects(account, "tokens_per_minute", pair)
