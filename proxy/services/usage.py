@@ -105,6 +105,36 @@ def summarize(rows: list[dict[str, Any]], group_by: str) -> tuple[list[dict], di
     return list(groups.values()), total
 
 
+def build_report(
+    store: UsageStore, account: str, since: float | None, until: float | None, group_by: GroupBy
+) -> dict[str, Any]:
+    """The account's report for [since, until) (default: this month so far). Blocking."""
+    now = time.time()
+    until = until if until is not None else now + 1
+    since = since if since is not None else month_start(now)
+    if since >= until:
+        raise BadRequest("'from' must be before 'to'", param="from")
+    data, total = summarize(store.summary(account, since, until, group_by), group_by)
+    return {"object": "usage.report", "account": account, "from": since, "to": until,
+            "group_by": group_by, "currency": "USD", "data": data, "total": total}  # fmt: skip
+
+
+def limits_report(store: UsageStore, account: str) -> dict[str, Any]:
+    found = store.all_limits(account)
+    own = found.pop("", Limits())
+    return {"object": "usage.limits", "account": account, "limits": own.as_json(),
+            "keys": {k: v.as_json() for k, v in found.items()}}  # fmt: skip
+
+
+def set_limits(
+    store: UsageStore, keys: KeyStore, account: str, key_id: str | None, limits: Limits
+) -> None:
+    """The operator's: the account's own limits, or one of its keys' (blocking)."""
+    if key_id is not None and not any(k.id == key_id and k.account == account for k in keys.list()):
+        raise NotFound(f"no API key {key_id!r} for account {account!r}", param="key_id")
+    store.set_limits(account, key_id, limits)
+
+
 class UsageService:
     def __init__(
         self, store: UsageStore, recorder: UsageRecorder, limiter: Limiter, keys: KeyStore
@@ -117,28 +147,12 @@ class UsageService:
     async def report(
         self, account: str, since: float | None, until: float | None, group_by: GroupBy
     ) -> dict[str, Any]:
-        now = time.time()
-        until = until if until is not None else now + 1
-        since = since if since is not None else month_start(now)
-        if since >= until:
-            raise BadRequest("'from' must be before 'to'", param="from")
         await self.recorder.flush()  # what this process metered is in the report
-        rows = await asyncio.to_thread(self.store.summary, account, since, until, group_by)
-        data, total = summarize(rows, group_by)
-        return {"object": "usage.report", "account": account, "from": since, "to": until,
-                "group_by": group_by, "currency": "USD", "data": data, "total": total}  # fmt: skip
+        return await asyncio.to_thread(build_report, self.store, account, since, until, group_by)
 
     async def limits(self, account: str) -> dict[str, Any]:
-        found = await asyncio.to_thread(self.store.all_limits, account)
-        own = found.pop("", Limits())
-        return {"object": "usage.limits", "account": account, "limits": own.as_json(),
-                "keys": {k: v.as_json() for k, v in found.items()}}  # fmt: skip
+        return await asyncio.to_thread(limits_report, self.store, account)
 
     def set_limits(self, account: str, key_id: str | None, limits: Limits) -> None:
-        """The operator's: the account's own limits, or one of its keys' (blocking)."""
-        if key_id is not None and not any(
-            k.id == key_id and k.account == account for k in self._keys.list()
-        ):
-            raise NotFound(f"no API key {key_id!r} for account {account!r}", param="key_id")
-        self.store.set_limits(account, key_id, limits)
+        set_limits(self.store, self._keys, account, key_id, limits)
         self.limiter.forget()
