@@ -163,6 +163,7 @@ def test_prometheus_counts_by_model_and_kind_without_end_users(
     ((_, token),) = new_keys(proxy, "acme")
     upstream.script(json_reply(chat_completion("ok", usage=USAGE)))
     assert chat(proxy, token, user="secret-user-42").status_code == 200
+    report(proxy, token)  # a report writes this process's records: counted with each batch
     text = httpx.get(proxy.url + "/metrics", timeout=30).text
     prompt = 'profilo_usage_tokens_total{kind="chat",model="gpt-4o-mini",type="prompt"} 1200.0'
     assert prompt in text

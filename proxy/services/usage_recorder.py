@@ -1,10 +1,11 @@
 """The usage recorder: metered calls are kept in memory and written in batches, off the
 request path.
 
-``record`` prices the call (the local cost map, a dictionary lookup), counts it for
-Prometheus and appends it to a list: no I/O. A background task writes the list every
+``record`` prices the call (the local cost map, a dictionary lookup) and appends it to a
+list: no I/O. A background task writes the list every
 ``usage.flush_seconds`` (sooner once ``usage.flush_batch`` wait) in one transaction that
-also adds the cost to each subject's month (budgets). A graceful stop writes what is left;
+also adds the cost to each subject's month (budgets), then counts the batch for Prometheus
+(so ``/metrics`` lags by at most one interval). A graceful stop writes what is left;
 a kill -9 loses at most the last interval. A failed write keeps the batch for the next try
 (bounded: past ``_MAX_HELD`` records the oldest are dropped and logged).
 """
@@ -50,7 +51,7 @@ class UsageRecorder:
         return self._costs
 
     def record(self, event: UsageEvent) -> None:
-        """Price, count and queue one call (no I/O)."""
+        """Price and queue one call (no I/O)."""
         price = self._costs.price(event.model)
         if price is not None:
             event.cost = event.prompt_tokens * price[0] + event.completion_tokens * price[1]
@@ -58,7 +59,6 @@ class UsageRecorder:
             month = month_window(event.created_at)
             for subject in event.subjects():
                 self._unflushed_cost[(subject, month)] += event.cost
-        self._metrics.usage(event)
         self._pending.append(event)
         if len(self._pending) >= self._settings.flush_batch:
             self._wake.set()
@@ -106,6 +106,7 @@ class UsageRecorder:
                 self._pending = (batch + self._pending)[-_MAX_HELD:]
                 raise
             for event in batch:
+                self._metrics.usage(event)  # Prometheus too is counted off the request path
                 if event.cost:
                     month = month_window(event.created_at)
                     for subject in event.subjects():
