@@ -119,7 +119,12 @@ def _litellm_factory(settings: Settings) -> Any:
 
 
 def build_metering(
-    settings: Settings, db: Database, keys: KeyStore, metrics: Metrics | None, clock: Clock | None
+    settings: Settings,
+    db: Database,
+    keys: KeyStore,
+    router: UpstreamRouter,
+    metrics: Metrics | None,
+    clock: Clock | None,
 ) -> tuple[UsageService, Metering]:
     """The usage recorder, the limits (counted in Postgres when the records are there) and
     the service that reads them."""
@@ -134,7 +139,7 @@ def build_metering(
         default_jobs_per_minute=settings.learning.max_jobs_per_minute_per_account,
         clock=clock,
     )
-    return UsageService(store, recorder, limiter, keys), Metering(recorder, limiter)
+    return UsageService(store, recorder, limiter, keys), Metering(recorder, limiter, router)
 
 
 def build_services(
@@ -142,9 +147,9 @@ def build_services(
 ) -> Services:
     db = open_database(settings)
     keys = KeyStore(db)
-    usage, metering = build_metering(settings, db, keys, metrics, clock)
-    meters = metering if settings.usage.enabled else None
     router = UpstreamRouter(settings)
+    usage, metering = build_metering(settings, db, keys, router, metrics, clock)
+    meters = metering if settings.usage.enabled else None
     passthrough = Passthrough(
         timeout=settings.upstream.timeout, connect_timeout=settings.upstream.connect_timeout
     )

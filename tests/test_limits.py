@@ -15,7 +15,7 @@ from tests.conftest import Proxy
 from tests.fakes.schema import validate_error
 from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
 from tests.records_backend import current_database_url
-from tests.usage_helpers import FakeClock, bearer, chat, limited, new_keys, set_limits
+from tests.usage_helpers import ADMIN_KEY, FakeClock, bearer, chat, limited, new_keys, set_limits
 
 
 def _start(
@@ -132,6 +132,10 @@ def test_an_account_reads_its_limits_and_cannot_raise_them(
         validate_error(r.json())
     r = httpx.get(proxy.base_url + "/usage/limits", headers=bearer(token), timeout=30)
     assert r.json()["limits"]["requests_per_minute"] == 5
+    admin = httpx.get(f"{proxy.url}/admin/limits/acme", headers=bearer(ADMIN_KEY), timeout=30)
+    assert admin.status_code == 200 and admin.json()["keys"][k1]["tokens_per_minute"] == 1000
+    refused = httpx.get(f"{proxy.url}/admin/limits/acme", headers=bearer(token), timeout=30)
+    assert refused.status_code == 401
 
 
 def test_no_admin_key_no_admin_api(make_proxy: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import Proxy
 from tests.fakes.schema import validate_error
 from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
+from tests.test_chat_litellm import CLAUDE, _vcr
 from tests.usage_helpers import MINI_PRICE, bearer, chat, new_keys, report
 
 USAGE = {"prompt_tokens": 1200, "completion_tokens": 30, "total_tokens": 1230}
@@ -112,6 +113,16 @@ def test_dialectic_is_metered_for_its_end_user(proxy: Proxy, upstream: FakeUpstr
     assert row["kind"] == "dialectic" and row["total_tokens"] == 1230
     (user,) = report(proxy, token, group_by="end_user")["data"]
     assert user["end_user"] == "bob" and user["tokens_by_kind"]["dialectic"] == 1230
+    # streamed: the proxy asks for the usage chunk, meters it, and does not relay it
+    r = httpx.post(proxy.base_url + "/profile/dialectic", headers=bearer(token), timeout=30,
+                   json={"user_message": "And his hobby?", "collection_id": "bob",
+                         "model": "gpt-4o-mini", "stream": True})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert upstream.last.json["stream_options"] == {"include_usage": True}
+    data = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: {")]
+    assert data and all(d["choices"] for d in data)
+    (row,) = report(proxy, token, group_by="kind")["data"]
+    assert row["requests"] == 2 and row["total_tokens"] > 1230
 
 
 def test_extraction_is_metered_for_the_scope_it_served(
@@ -183,3 +194,38 @@ def test_usage_is_written_at_shutdown(make_proxy: Any, upstream: FakeUpstream) -
     with open_database(proxy.settings).read() as conn:
         row = conn.execute("SELECT prompt_tokens, account FROM usage_events").fetchone()
     assert tuple(row) == (1200, "acme")
+
+
+def test_an_alias_is_priced_as_the_model_it_routes_to(
+    make_proxy: Any, upstream: FakeUpstream
+) -> None:
+    routed = {"model": "openai/gpt-4o-mini", "api_base": upstream.url}
+    smart = {"model_name": "smart", "litellm_params": routed}
+    proxy = make_proxy(model_list=[smart])
+    ((_, token),) = new_keys(proxy, "acme")
+    upstream.script(json_reply(chat_completion("ok", model="gpt-4o-mini", usage=USAGE)))
+    assert chat(proxy, token, model="smart").status_code == 200
+    (row,) = report(proxy, token, group_by="model")["data"]
+    assert row["model"] == "smart"  # the name the client used ...
+    assert row["cost"] == pytest.approx(1200 * MINI_PRICE[0] + 30 * MINI_PRICE[1])  # ... priced
+
+
+def test_litellm_route_json_and_stream_are_metered(make_proxy: Any) -> None:
+    proxy = make_proxy(model_list=[CLAUDE], upstream={"timeout": 60})
+    ((_, token),) = new_keys(proxy, "acme")
+    with _vcr.use_cassette("anthropic_text.yaml"):
+        answer = proxy.client(token).chat.completions.create(
+            model="claude", temperature=0.2, max_tokens=64, user="u-42",
+            messages=[{"role": "system", "content": "You are terse."},
+                      {"role": "user", "content": "Say hello to Ada."}],
+            extra_body={"features": {"memory": False}},
+        )  # fmt: skip
+    assert answer.usage is not None and answer.usage.total_tokens == 18
+    with _vcr.use_cassette("anthropic_text_stream.yaml"):
+        r = chat(proxy, token, "Say hello.", model="claude", max_tokens=64, stream=True)
+    assert r.status_code == 200
+    chunks = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: {")]
+    assert chunks and all(c["choices"] and c.get("usage") is None for c in chunks)  # not asked
+    (row,) = report(proxy, token, group_by="model")["data"]
+    assert row["model"] == "claude" and row["requests"] == 2
+    assert row["prompt_tokens"] > 12 and row["completion_tokens"] > 6  # both calls' usage

@@ -17,6 +17,7 @@ import orjson
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
+from proxy.llm.usage_fields import ask_for_usage
 from proxy.metrics import Metrics
 
 
@@ -94,15 +95,12 @@ class Completer:
                 yield chunk
             return
         usage: Any = None
+        asked, strip = ask_for_usage(body)
         try:
-            options = body.get("stream_options")
-            merged = {**options, "include_usage": True} if isinstance(options, dict) else None
-            async for chunk in self._stream(
-                {**body, "stream_options": merged or {"include_usage": True}}
-            ):
+            async for chunk in self._stream(asked):
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
-                    if not chunk.get("choices"):
+                    if strip and not chunk.get("choices"):
                         continue
                 yield chunk
         finally:

@@ -22,7 +22,7 @@ from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
 from proxy.services.extraction import LearningQueue, chat_turn
 from proxy.services.memory import MemoryContext, MemoryService, inject
-from proxy.services.metering import Meter, Metering, ask_for_usage
+from proxy.services.metering import Metering
 from proxy.services.sse import DONE, relay, sse_data, sse_error
 
 log = logging.getLogger("profilo.chat")
@@ -61,6 +61,15 @@ def chat_scope(account: Account, chat: ChatRequest, header: tuple[str, str] | No
     if chat.user is not None:
         return Scope(account.id, end_user_id(chat.user, "user"))
     return Scope(account.id)
+
+
+def metered_user(account: Account, chat: ChatRequest, header: tuple[str, str] | None) -> str | None:
+    """The end user a chat is metered for (None: the account; also when the id is invalid
+    and memory is off, so the request goes on as before)."""
+    try:
+        return chat_scope(account, chat, header).collection_id
+    except ProxyError:
+        return None
 
 
 def _header_safe(text: str) -> str:
@@ -194,7 +203,10 @@ class ChatService:
         request_id: str | None = None,
     ) -> ChatOutcome:
         headers: dict[str, str] = {}
-        meter = await self._meter(chat, account, user_header, headers)  # 429 over a limit
+        meter = None
+        if self._metering is not None:  # over a usage limit: 429 here, before anything else
+            user = metered_user(account, chat, user_header)
+            meter = await self._metering.start(chat, account, user, headers)
         client_messages = chat.body["messages"]  # as sent (before any memory is injected)
         features = self.features(account, chat)
         ctx: MemoryContext | None = None
@@ -218,9 +230,9 @@ class ChatService:
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
-        if meter is not None:
+        if meter is not None and self._metering is not None:
             meter.memory_tokens = ctx.tokens if ctx is not None else 0
-            outcome = await self._metering_of(meter, outcome)
+            await self._metering.settle(meter, outcome)
         if self._store is not None and chat.body.get("store") is True:
             outcome = await self._store(account, client_messages, chat.body, outcome)
         outcome.headers.update(headers)
@@ -233,35 +245,6 @@ class ChatService:
                 outcome.headers["X-Profilo-Learning"] = "on"
         if ctx is not None and features.return_memory_context and outcome.json is not None:
             outcome.json = with_memory_context(outcome.json, ctx)
-        return outcome
-
-    async def _meter(
-        self,
-        chat: ChatRequest,
-        account: Account,
-        user_header: tuple[str, str] | None,
-        headers: dict[str, str],
-    ) -> Meter | None:
-        """Admit the request under the usage limits (``x-ratelimit-*`` into ``headers``) and
-        start its meter; a stream asks the upstream for its usage."""
-        if self._metering is None:
-            return None
-        headers.update(await self._metering.limiter.admit_request(account))
-        try:
-            user = chat_scope(account, chat, user_header).collection_id
-        except ProxyError:  # not a valid end-user id: metered for the account
-            user = None
-        meter = Meter(account, user, chat.model, "/v1/chat/completions")
-        if chat.stream:
-            chat.body, meter.strip_usage = ask_for_usage(chat.body)
-        return meter
-
-    async def _metering_of(self, meter: Meter, outcome: ChatOutcome) -> ChatOutcome:
-        assert self._metering is not None
-        if outcome.json is not None:
-            await self._metering.json(meter, outcome.json)
-        elif outcome.stream is not None:
-            outcome.stream = self._metering.stream(meter, outcome.stream)
         return outcome
 
     async def _admitted(self, account: Account, headers: dict[str, str]) -> bool:

@@ -14,11 +14,14 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from proxy.llm.router import UpstreamRouter
+from proxy.llm.usage_fields import ask_for_usage, usage_numbers
 from proxy.models import Account
+from proxy.schemas.openai import ChatRequest
 from proxy.services.limits import Limiter
 from proxy.services.usage_recorder import UsageRecorder
 from proxy.store.usage import UsageEvent
@@ -26,6 +29,13 @@ from proxy.store.usage import UsageEvent
 log = logging.getLogger("profilo.usage")
 
 _NULL_USAGE = re.compile(rb'"usage"\s*:\s*null')
+
+
+class Answer(Protocol):
+    """What ``settle`` meters (``services.chat.ChatOutcome``)."""
+
+    json: bytes | None
+    stream: AsyncIterator[bytes] | None
 
 
 @dataclass(slots=True)
@@ -41,38 +51,34 @@ class Meter:
     strip_usage: bool = False  # the usage chunk was asked for by the proxy, not the client
 
 
-def usage_numbers(usage: Any) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of an OpenAI ``usage`` object (None: not one)."""
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    prompt = prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else 0
-    completion = (
-        completion if isinstance(completion, int) and not isinstance(completion, bool) else 0
-    )
-    return max(0, prompt), max(0, completion)
-
-
-def ask_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """A streamed request's body asking the upstream for its usage chunk; True when the
-    client had not asked (strip the chunk from its stream)."""
-    options = body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
-        return body, False
-    merged = (
-        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-    )
-    return {**body, "stream_options": merged}, True
-
-
 class Metering:
-    def __init__(self, recorder: UsageRecorder, limiter: Limiter) -> None:
+    def __init__(self, recorder: UsageRecorder, limiter: Limiter, router: UpstreamRouter) -> None:
         self._recorder = recorder
         self._limiter = limiter
+        self._router = router  # a call is priced as the model the upstream was asked for
 
     @property
     def limiter(self) -> Limiter:
         return self._limiter
+
+    async def start(
+        self, chat: ChatRequest, account: Account, user: str | None, headers: dict[str, str]
+    ) -> Meter:
+        """Admit a chat request under the usage limits (``InsufficientQuota`` /
+        ``RateLimited``; ``x-ratelimit-*`` into ``headers``) and start its meter; a stream's
+        body is changed to ask the upstream for its usage."""
+        headers.update(await self._limiter.admit_request(account))
+        meter = Meter(account, user, chat.model, "/v1/chat/completions")
+        if chat.stream:
+            chat.body, meter.strip_usage = ask_for_usage(chat.body)
+        return meter
+
+    async def settle(self, meter: Meter, outcome: Answer) -> None:
+        """Meter an answer (a ``ChatOutcome``): a JSON one now, a stream as it is relayed."""
+        if outcome.json is not None:
+            await self.json(meter, outcome.json)
+        elif outcome.stream is not None:
+            outcome.stream = self.stream(meter, outcome.stream)
 
     async def record(self, meter: Meter, usage: Any) -> None:
         """Record one answered call (``usage``: the upstream's object, or None)."""
@@ -89,7 +95,8 @@ class Metering:
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 memory_tokens=meter.memory_tokens,
-            )
+            ),
+            priced_as=self._router.resolve(meter.model).model,
         )
         try:
             await self._limiter.consumed(meter.account, prompt + completion)

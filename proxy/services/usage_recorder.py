@@ -50,9 +50,10 @@ class UsageRecorder:
     def costs(self) -> CostMap:
         return self._costs
 
-    def record(self, event: UsageEvent) -> None:
-        """Price and queue one call (no I/O)."""
-        price = self._costs.price(event.model)
+    def record(self, event: UsageEvent, priced_as: str | None = None) -> None:
+        """Price and queue one call (no I/O). ``priced_as``: the model the upstream was asked
+        for (a ``model_list`` alias is priced as the model it routes to)."""
+        price = self._costs.price(priced_as or event.model)
         if price is not None:
             event.cost = event.prompt_tokens * price[0] + event.completion_tokens * price[1]
             event.memory_cost = event.memory_tokens * price[0]
