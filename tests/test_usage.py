@@ -5,12 +5,15 @@ tenancy, the Prometheus counters, bad input."""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Proxy
+from bench.pg_cluster import PgCluster
+from tests.conftest import Proxy, make_settings
 from tests.fakes.schema import validate_error
 from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
 from tests.test_chat_litellm import CLAUDE, _vcr
@@ -229,3 +232,29 @@ def test_litellm_route_json_and_stream_are_metered(make_proxy: Any) -> None:
     (row,) = report(proxy, token, group_by="model")["data"]
     assert row["model"] == "claude" and row["requests"] == 2
     assert row["prompt_tokens"] > 12 and row["completion_tokens"] > 6  # both calls' usage
+
+
+@pytest.mark.sqlite_only  # one run: this test brings a Postgres server of its own down and up
+def test_records_wait_through_a_database_outage(
+    make_proxy: Any, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    with PgCluster() as cluster:
+        url = cluster.create_database("usage_outage")
+        settings = make_settings(tmp_path / "data", upstream, store={"database_url": url},
+                                 usage={"flush_seconds": 0.2})  # fmt: skip
+        proxy = make_proxy(settings)  # the dev account: no key to read while the server is down
+        upstream.script(json_reply(chat_completion("ok", usage=USAGE)))
+        assert chat(proxy, "unused").status_code == 200
+        cluster.stop_server("fast")
+        upstream.script(json_reply(chat_completion("ok", usage=USAGE)))
+        r = chat(proxy, "unused")
+        assert r.status_code == 200, r.text  # metering never fails a chat
+        cluster.start_server()
+        deadline = time.monotonic() + 60
+        while True:  # the held records are written once the database answers again
+            got = httpx.get(proxy.base_url + "/usage", timeout=30)
+            if got.status_code == 200 and got.json()["total"]["requests"] == 2:
+                break
+            assert time.monotonic() < deadline, got.text
+            time.sleep(0.2)
+        assert got.json()["total"]["prompt_tokens"] == 2400

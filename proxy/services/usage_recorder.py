@@ -44,6 +44,7 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
+        self._failing = False
         self.written = 0  # events written since start (bench, tests)
 
     @property
@@ -92,8 +93,16 @@ class UsageRecorder:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # kept for the next try
-                log.exception("usage records not written yet (%d waiting)", len(self._pending))
+            except Exception as exc:  # kept for the next try; logged once per outage
+                if not self._failing:
+                    waiting, every = len(self._pending), self._settings.flush_seconds
+                    log.error("usage records not written yet (%d waiting), retried every %gs: %s",
+                              waiting, every, exc)  # fmt: skip
+                self._failing = True
+            else:
+                if self._failing:
+                    log.warning("usage records written again")
+                self._failing = False
 
     async def flush(self) -> int:
         """Write every waiting record now; returns how many."""
@@ -104,7 +113,11 @@ class UsageRecorder:
             try:
                 await asyncio.to_thread(self._store.insert, batch)
             except BaseException:
-                self._pending = (batch + self._pending)[-_MAX_HELD:]
+                held = batch + self._pending
+                if len(held) > _MAX_HELD:
+                    log.error("%d usage records dropped (the records database has been "
+                              "unreachable too long)", len(held) - _MAX_HELD)  # fmt: skip
+                self._pending = held[-_MAX_HELD:]
                 raise
             for event in batch:
                 self._metrics.usage(event)  # Prometheus too is counted off the request path
