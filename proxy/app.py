@@ -223,8 +223,11 @@ def build_services(
         router,
         passthrough,
         # the bridge answers clients: the client-facing timeout, not the extraction one
-        Completer(router, passthrough, litellm_chat, timeout=settings.upstream.timeout),
+        Completer(
+            router, passthrough, litellm_chat, timeout=settings.upstream.timeout, metering=meters
+        ),
         ResponseStore(db),
+        meters,
     )
 
     async def embed(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -258,3 +258,37 @@ def test_records_wait_through_a_database_outage(
             assert time.monotonic() < deadline, got.text
             time.sleep(0.2)
         assert got.json()["total"]["prompt_tokens"] == 2400
+
+
+def test_responses_api_is_metered_and_limited(proxy: Proxy, upstream: FakeUpstream) -> None:
+    ((_, token),) = new_keys(proxy, "acme")
+    client = proxy.client(token)
+    answer = client.responses.create(model="gpt-4o-mini", input="hi there", user="dora")
+    assert answer.usage is not None
+    events = list(client.responses.create(model="gpt-4o-mini", input="again", stream=True))
+    done = [e for e in events if e.type == "response.completed"]
+    assert done and done[0].response.usage is not None
+    (row,) = report(proxy, token, group_by="model")["data"]
+    assert row["requests"] == 2
+    assert row["prompt_tokens"] == answer.usage.input_tokens + done[0].response.usage.input_tokens
+    assert row["completion_tokens"] == (
+        answer.usage.output_tokens + done[0].response.usage.output_tokens
+    )
+    by_user = report(proxy, token, group_by="end_user")["data"]
+    users = {r["end_user"]: r["requests"] for r in by_user}
+    assert users == {"dora": 1, None: 1}  # the second named no end user: the account's
+
+
+def test_responses_bridge_is_metered(make_proxy: Any, tmp_path: Path) -> None:
+    with FakeUpstream(responses_api=False) as chat_only:
+        proxy = make_proxy(make_settings(tmp_path / "chat-only", chat_only))
+        ((_, token),) = new_keys(proxy, "acme")
+        chat_only.script(json_reply(chat_completion("ok", usage=USAGE)))
+        assert proxy.client(token).responses.create(model="gpt-4o-mini", input="hi").usage
+        events = list(proxy.client(token).responses.create(model="gpt-4o-mini", input="more",
+                                                           stream=True))  # fmt: skip
+        final = next(e for e in events if e.type == "response.completed").response
+        assert final.usage is not None and final.usage.input_tokens > 0  # the chunk still served
+        got = report(proxy, token)["total"]
+        assert got["requests"] == 2
+        assert got["prompt_tokens"] == 1200 + final.usage.input_tokens

@@ -17,10 +17,12 @@ def ask_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 
 
 def usage_numbers(usage: Any) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of an OpenAI ``usage`` object (None: not one)."""
+    """(prompt, completion) tokens of an OpenAI ``usage`` object: chat completions'
+    (``prompt_tokens``) or the Responses API's (``input_tokens``); None: not one."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
     prompt = prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else 0
     completion = (
         completion if isinstance(completion, int) and not isinstance(completion, bool) else 0

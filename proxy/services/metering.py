@@ -67,11 +67,18 @@ class Metering:
         """Admit a chat request under the usage limits (``InsufficientQuota`` /
         ``RateLimited``; ``x-ratelimit-*`` into ``headers``) and start its meter; a stream's
         body is changed to ask the upstream for its usage."""
-        headers.update(await self._limiter.admit_request(account))
-        meter = Meter(account, user, chat.model, "/v1/chat/completions")
+        meter = await self.admit(account, user, chat.model, "/v1/chat/completions", headers)
         if chat.stream:
             chat.body, meter.strip_usage = ask_for_usage(chat.body)
         return meter
+
+    async def admit(
+        self, account: Account, user: str | None, model: str, route: str, headers: dict[str, str]
+    ) -> Meter:
+        """Admit a request under the usage limits (``InsufficientQuota`` / ``RateLimited``;
+        ``x-ratelimit-*`` into ``headers``); its meter."""
+        headers.update(await self._limiter.admit_request(account))
+        return Meter(account, user, model, route)
 
     async def settle(self, meter: Meter, outcome: Answer) -> None:
         """Meter an answer (a ``ChatOutcome``): a JSON one now, a stream as it is relayed."""
