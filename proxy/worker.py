@@ -187,10 +187,10 @@ class Worker:
         """Returns once the job is committed (``TooManyRequests`` and nothing written when
         the account is over its limits). Jobs queued at the same time share one transaction
         (group commit, ``JobWriter``)."""
-        await self._limits.admit(scope.account, key_id)
+        await self._limits.reserve(scope.account, key_id)
         payload = redacted_turn(payload, self._redaction)  # the queue keeps no credential
         await self._writer.submit(NewJob(job_id, scope, payload))
-        await self._limits.added(scope.account, key_id)
+        self._limits.added(scope.account)
         if scope.key not in self._busy_scopes:  # else its running job's end wakes the loop
             self._wake.set()
 

@@ -176,18 +176,17 @@ class Limiter:
         states = await self._run(self._windows.check, "jobs", limits, self.clock())
         full = [s for s in states if s.used >= s.limit]
         if full:
-            tight = max(full, key=lambda s: s.reset)
-            raise TooManyRequests(
-                f"this account added {int(tight.used)} learning jobs in the last minute (the "
-                f"limit is {int(tight.limit)} a minute)",
-                code="learning_rate_limited",
-                headers={"Retry-After": str(tight.retry_after)},
-            )
+            raise _jobs_refused(full)
 
-    async def job_added(self, account: str, key_id: str | None = None) -> None:
+    async def take_job(self, account: str, key_id: str | None = None) -> None:
+        """Count one job about to be added (atomic across replicas), or raise as
+        ``check_job`` does and count nothing."""
         limits = self._job_limits(account, key_id, await self.limits(account, key_id))
-        if limits:
-            await self._run(self._windows.add, "jobs", [s for s, _ in limits], 1.0, self.clock())
+        if not limits:
+            return
+        ok, states = await self._run(self._windows.take, "jobs", limits, 1.0, self.clock())
+        if not ok:
+            raise _jobs_refused([s for s in states if s.used + 1 > s.limit])
 
     def _job_limits(
         self, account: str, key_id: str | None, pair: tuple[Limits, Limits]
@@ -199,6 +198,16 @@ class Limiter:
         if key_id and pair[1].extraction_jobs_per_minute is not None:
             out.append((key_subject(key_id), float(pair[1].extraction_jobs_per_minute)))
         return out
+
+
+def _jobs_refused(full: list[WindowState]) -> TooManyRequests:
+    tight = max(full, key=lambda s: s.reset)
+    return TooManyRequests(
+        f"this account added {int(tight.used)} learning jobs in the last minute (the limit is "
+        f"{int(tight.limit)} a minute)",
+        code="learning_rate_limited",
+        headers={"Retry-After": str(tight.retry_after)},
+    )
 
 
 def _rate_limited(kind: str, over: list[WindowState], states: list[WindowState]) -> RateLimited:

@@ -32,8 +32,18 @@ class QueueLimits:
         self._lock = threading.Lock()
 
     async def admit(self, account: str, key_id: str | None = None) -> None:
-        """Raises ``TooManyRequests`` when ``account`` may not add a job now."""
+        """Raises ``TooManyRequests`` when ``account`` may not add a job now (counts nothing:
+        a chat asks before it answers, and adds its job after)."""
         await self._rate.check_job(account, key_id)
+        await self._check_pending(account)
+
+    async def reserve(self, account: str, key_id: str | None = None) -> None:
+        """Just before a job is written: ``TooManyRequests``, or the job counted in the
+        jobs/min windows (at once, so two replicas cannot both take the last one)."""
+        await self._check_pending(account)
+        await self._rate.take_job(account, key_id)
+
+    async def _check_pending(self, account: str) -> None:
         if self._max_queued:
             pending = self._pending.get(account)
             if pending is None or pending >= self._max_queued:  # first seen, or confirm
@@ -48,8 +58,7 @@ class QueueLimits:
                     headers={"Retry-After": "30"},
                 )
 
-    async def added(self, account: str, key_id: str | None = None) -> None:
-        await self._rate.job_added(account, key_id)
+    def added(self, account: str) -> None:
         with self._lock:
             if account in self._pending:
                 self._pending[account] += 1
