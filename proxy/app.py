@@ -139,7 +139,9 @@ def build_metering(
         default_jobs_per_minute=settings.learning.max_jobs_per_minute_per_account,
         clock=clock,
     )
-    return UsageService(store, recorder, limiter, keys), Metering(recorder, limiter, router)
+    return UsageService(store, recorder, limiter, keys), Metering(
+        recorder, limiter, router, ask_stream_usage=settings.usage.ask_stream_usage
+    )
 
 
 def build_services(

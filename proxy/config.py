@@ -254,6 +254,10 @@ class UsageSettings(BaseModel):
     flush_seconds: float = Field(default=1.0, gt=0, le=60)
     # A flush is started early once this many records wait.
     flush_batch: int = Field(default=5000, ge=1)
+    # Streams ask the upstream for its usage chunk (stream_options.include_usage) when the
+    # client did not, and strip it; false for an upstream that rejects the option (such
+    # streams are then metered without tokens).
+    ask_stream_usage: bool = True
     # Limits set by the operator are read again after this long (a change reaches every
     # replica within it); 0 reads them on every request.
     limits_refresh_seconds: float = Field(default=5.0, ge=0)

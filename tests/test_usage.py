@@ -292,3 +292,12 @@ def test_responses_bridge_is_metered(make_proxy: Any, tmp_path: Path) -> None:
         got = report(proxy, token)["total"]
         assert got["requests"] == 2
         assert got["prompt_tokens"] == 1200 + final.usage.input_tokens
+
+
+def test_streams_can_be_left_unasked(make_proxy: Any, upstream: FakeUpstream) -> None:
+    proxy = make_proxy(usage={"ask_stream_usage": False})
+    ((_, token),) = new_keys(proxy, "acme")
+    assert chat(proxy, token, stream=True).status_code == 200
+    assert "stream_options" not in upstream.last.json  # the body went as the client sent it
+    got = report(proxy, token)["total"]
+    assert got["requests"] == 1 and got["total_tokens"] == 0  # counted, without tokens

@@ -30,6 +30,8 @@ class LiteLLMCompleter(Protocol):
 
 
 class UsageSink(Protocol):
+    ask_stream_usage: bool
+
     async def record(self, meter: Any, usage: Any) -> None: ...
 
 
@@ -95,7 +97,7 @@ class Completer:
                 yield chunk
             return
         usage: Any = None
-        asked, strip = ask_for_usage(body)
+        asked, strip = ask_for_usage(body) if self._metering.ask_stream_usage else (body, False)
         try:
             async for chunk in self._stream(asked):
                 if isinstance(chunk.get("usage"), dict):

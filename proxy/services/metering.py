@@ -52,7 +52,15 @@ class Meter:
 
 
 class Metering:
-    def __init__(self, recorder: UsageRecorder, limiter: Limiter, router: UpstreamRouter) -> None:
+    def __init__(
+        self,
+        recorder: UsageRecorder,
+        limiter: Limiter,
+        router: UpstreamRouter,
+        *,
+        ask_stream_usage: bool = True,
+    ) -> None:
+        self.ask_stream_usage = ask_stream_usage
         self._recorder = recorder
         self._limiter = limiter
         self._router = router  # a call is priced as the model the upstream was asked for
@@ -68,7 +76,7 @@ class Metering:
         ``RateLimited``; ``x-ratelimit-*`` into ``headers``) and start its meter; a stream's
         body is changed to ask the upstream for its usage."""
         meter = await self.admit(account, user, chat.model, "/v1/chat/completions", headers)
-        if chat.stream:
+        if chat.stream and self.ask_stream_usage:
             chat.body, meter.strip_usage = ask_for_usage(chat.body)
         return meter
 
