@@ -277,6 +277,7 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
         if services.outbox.depth():
             await asyncio.to_thread(services.sync.replay)
         await services.stored_completions.purge()  # past stored_completions.retention_days
+        await services.usage.purge(services.settings.usage.retention_days)
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:

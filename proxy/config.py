@@ -258,6 +258,8 @@ class UsageSettings(BaseModel):
     # client did not, and strip it; false for an upstream that rejects the option (such
     # streams are then metered without tokens).
     ask_stream_usage: bool = True
+    # Usage records older than this are deleted (budgets only read the current month).
+    retention_days: float = Field(default=400.0, gt=0)
     # Limits set by the operator are read again after this long (a change reaches every
     # replica within it); 0 reads them on every request.
     limits_refresh_seconds: float = Field(default=5.0, ge=0)

@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from bench.pg_cluster import PgCluster
+from proxy.store.usage import UsageEvent, UsageStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.schema import validate_error
 from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
+from tests.records_backend import records_at
 from tests.test_chat_litellm import CLAUDE, _vcr
 from tests.usage_helpers import MINI_PRICE, bearer, chat, new_keys, report
 
@@ -301,3 +303,18 @@ def test_streams_can_be_left_unasked(make_proxy: Any, upstream: FakeUpstream) ->
     assert "stream_options" not in upstream.last.json  # the body went as the client sent it
     got = report(proxy, token)["total"]
     assert got["requests"] == 1 and got["total_tokens"] == 0  # counted, without tokens
+
+
+def test_old_records_are_purged_and_reports_stay_scoped(proxy: Proxy) -> None:
+    """The retention purge (run every 30 s by each replica) deletes by age only."""
+    db = records_at(proxy.settings.data_dir)
+    store = UsageStore(db)
+    now = time.time()
+    store.insert([
+        UsageEvent("acme", None, "u", "chat", "gpt-4o-mini", "/v1/chat/completions", t, 10, 5)
+        for t in (now - 500 * 86400, now - 450 * 86400, now - 10)
+    ])  # fmt: skip
+    assert store.purge(now - 400 * 86400, batch=1) == 2
+    assert store.summary("acme", 0, now + 1, "model")[0]["requests"] == 1
+    assert store.summary("globex", 0, now + 1, "model") == []
+    db.close()

@@ -150,6 +150,11 @@ class UsageService:
         await self.recorder.flush()  # what this process metered is in the report
         return await asyncio.to_thread(build_report, self.store, account, since, until, group_by)
 
+    async def purge(self, retention_days: float) -> int:
+        """Delete the records past ``usage.retention_days``."""
+        before = time.time() - retention_days * 86400
+        return await asyncio.to_thread(self.store.purge, before)
+
     async def limits(self, account: str) -> dict[str, Any]:
         return await asyncio.to_thread(limits_report, self.store, account)
 

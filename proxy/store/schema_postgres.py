@@ -245,6 +245,7 @@ MIGRATIONS: dict[int, str] = {
         memory_cost DOUBLE PRECISION
     );
     CREATE INDEX usage_events_account ON usage_events(account, created_at);
+    CREATE INDEX usage_events_created ON usage_events(created_at);
     CREATE TABLE usage_limits (
         account TEXT NOT NULL,
         key_id TEXT NOT NULL DEFAULT '',

@@ -250,6 +250,7 @@ MIGRATIONS: dict[int, str] = {
         memory_cost REAL
     );
     CREATE INDEX IF NOT EXISTS usage_events_account ON usage_events(account, created_at);
+    CREATE INDEX IF NOT EXISTS usage_events_created ON usage_events(created_at);
     CREATE TABLE IF NOT EXISTS usage_limits (
         account TEXT NOT NULL,
         key_id TEXT NOT NULL DEFAULT '',

@@ -110,6 +110,21 @@ class UsageStore:
             for (subject, win), amount in sorted(spend.items()):  # one lock order: no deadlock
                 conn.execute(_UPSERT_ADD, (subject, "cost", win, amount))
 
+    def purge(self, before: float, batch: int = 10_000) -> int:
+        """Delete the events older than ``before`` (in batches: no long lock); how many."""
+        removed = 0
+        while True:
+            with self._db.write() as conn:
+                cur = conn.execute(
+                    "DELETE FROM usage_events WHERE seq IN (SELECT seq FROM usage_events "
+                    "WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+                    (before, batch),
+                )
+                count = max(0, cur.rowcount)
+            removed += count
+            if count < batch:
+                return removed
+
     def summary(
         self, account: str, since: float, until: float, group_by: GroupBy
     ) -> list[dict[str, Any]]:
