@@ -164,7 +164,8 @@ def test_group_by_day_and_key(proxy: Proxy, upstream: FakeUpstream) -> None:
 @pytest.mark.parametrize(
     "params",
     [{"group_by": "user"}, {"from": "yesterday"}, {"to": "2025-13-45"},
-     {"from": "2025-02-01", "to": "2025-01-01"}, {"from": "x" * 100}],
+     {"from": "2025-02-01", "to": "2025-01-01"}, {"from": "x" * 100}, {"to": "nan"},
+     {"from": "-inf"}],
 )  # fmt: skip
 def test_bad_report_parameters_are_400(proxy: Proxy, params: dict[str, str]) -> None:
     ((_, token),) = new_keys(proxy, "acme")

@@ -10,6 +10,7 @@ also gives its tokens by kind, so a day's bar splits into chat / memory / extrac
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import UTC, date, datetime
 from typing import Any
@@ -31,9 +32,13 @@ def parse_time(value: str | None, param: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise BadRequest(f"{param}: not a finite number", param=param)
+        return seconds
     try:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC).timestamp()
