@@ -100,7 +100,9 @@ class Limiter:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
-    def _subjects(self, account: Account, field: str, pair: tuple[Limits, Limits]) -> list:
+    def _subjects(
+        self, account: Account, field: str, pair: tuple[Limits, Limits]
+    ) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         own, key = pair
         if getattr(own, field) is not None:
