@@ -69,6 +69,7 @@ def test_tokens_per_minute(make_proxy: Any, upstream: FakeUpstream, tmp_path: Pa
     assert second.headers["x-ratelimit-remaining-tokens"] == "20"
     refused = chat(proxy, token)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.json()["error"]["type"] == "tokens"  # OpenAI's type for a tokens limit
     assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
     assert refused.headers["x-ratelimit-limit-tokens"] == "100"
     assert int(refused.headers["retry-after"]) == 60

@@ -220,6 +220,7 @@ def _rate_limited(kind: str, over: list[WindowState], states: list[WindowState])
         f"Rate limit reached for this {who} on {unit} per min: limit {int(tight.limit)}, "
         f"used {int(tight.used)}. Please try again in {_reset_text(tight.reset)}.",
         headers={"Retry-After": str(tight.retry_after), **ratelimit_headers(kind, states)},
+        type=kind,  # OpenAI's: "requests" or "tokens"
     )
 
 
