@@ -4,7 +4,8 @@
 
 ``POST /v1/chat/completions`` answers a fixed ``chat.completion`` JSON, or, when the body asks
 for ``"stream": true``, an SSE stream of ``--chunks`` chunks (role, content pieces, finish
-reason) and ``data: [DONE]``, each chunk written as its own event without delay.
+reason; with ``stream_options.include_usage`` a last usage chunk) and ``data: [DONE]``, each
+chunk written as its own event without delay.
 Every other route: 200 ``{}`` (used as the readiness probe).
 """
 
@@ -47,7 +48,7 @@ def completion(model: str) -> bytes:
     )
 
 
-def stream_events(model: str, chunks: int) -> list[bytes]:
+def stream_events(model: str, chunks: int, include_usage: bool = False) -> list[bytes]:
     def event(delta: dict[str, object], finish: str | None = None) -> bytes:
         obj = {
             "id": ID,
@@ -63,13 +64,18 @@ def stream_events(model: str, chunks: int) -> list[bytes]:
     out = [event({"role": "assistant", "content": ""})]
     out += [event({"content": f" word{i}"}) for i in range(pieces)]
     out.append(event({}, "stop"))
+    if include_usage:  # OpenAI's last chunk: no choices, the usage
+        usage = {"prompt_tokens": 42, "completion_tokens": pieces, "total_tokens": 42 + pieces}
+        obj = {"id": ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+               "system_fingerprint": "fp_bench", "choices": [], "usage": usage}  # fmt: skip
+        out.append(b"data: " + orjson.dumps(obj) + b"\n\n")
     out.append(b"data: [DONE]\n\n")
     return out
 
 
 def make_app(chunks: int) -> web.Application:
     json_cache: dict[str, bytes] = {}
-    sse_cache: dict[str, list[bytes]] = {}
+    sse_cache: dict[tuple[str, bool], list[bytes]] = {}
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -77,12 +83,16 @@ def make_app(chunks: int) -> web.Application:
             req = orjson.loads(body)
             model = str(req.get("model") or "bench-model")
             stream = bool(req.get("stream"))
+            options = req.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
         except (orjson.JSONDecodeError, AttributeError):
             return web.json_response({"error": {"message": "bad json"}}, status=400)
         if not stream:
             data = json_cache.get(model) or json_cache.setdefault(model, completion(model))
             return web.Response(body=data, content_type="application/json")
-        events = sse_cache.get(model) or sse_cache.setdefault(model, stream_events(model, chunks))
+        events = sse_cache.get((model, usage)) or sse_cache.setdefault(
+            (model, usage), stream_events(model, chunks, usage)
+        )
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )

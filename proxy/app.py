@@ -29,13 +29,16 @@ from proxy.api import (
     responses,
     stored_completions,
     ui,
+    usage_admin,
 )
 from proxy.api import metrics as metrics_api
 from proxy.api import reflexio as reflexio_api
+from proxy.api import usage as usage_api
 from proxy.config import Settings
 from proxy.drain import ConnectionCloseMiddleware, Drain
 from proxy.errors import BadRequest, ConfigError, MethodNotAllowed, NotFound, ProxyError
 from proxy.llm.completer import Completer
+from proxy.llm.costs import CostMap
 from proxy.llm.embeddings import build_embedder
 from proxy.llm.litellm_embed import litellm_embeddings
 from proxy.llm.offline import prepare_offline_env
@@ -51,7 +54,9 @@ from proxy.services.dialectic import DialecticService
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_apply import Applier
 from proxy.services.indexing import IndexSync
+from proxy.services.limits import Clock, Limiter
 from proxy.services.memory import MemoryService
+from proxy.services.metering import Metering
 from proxy.services.models import ModelCatalog
 from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
@@ -60,10 +65,13 @@ from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.services.scope_views import ScopeViews
 from proxy.services.stored_completions import StoredCompletions
+from proxy.services.usage import UsageService
+from proxy.services.usage_recorder import UsageRecorder
+from proxy.services.windows import LocalWindows, SharedWindows
 from proxy.store.account_config import AccountConfigStore
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.completions import CompletionStore
-from proxy.store.db import open_database
+from proxy.store.db import Database, open_database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.erasure import Erasure
 from proxy.store.facts import FactRecords
@@ -76,6 +84,7 @@ from proxy.store.pgvector_index import PgVectorIndex
 from proxy.store.responses import ResponseStore
 from proxy.store.scope_writes import ScopeWrites
 from proxy.store.sessions import SessionStore
+from proxy.store.usage import UsageStore
 from proxy.tokens import TokenCounter
 from proxy.worker import Worker
 
@@ -111,10 +120,40 @@ def _litellm_factory(settings: Settings) -> Any:
     return get
 
 
-def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
+def build_metering(
+    settings: Settings,
+    db: Database,
+    keys: KeyStore,
+    router: UpstreamRouter,
+    metrics: Metrics | None,
+    clock: Clock | None,
+) -> tuple[UsageService, Metering]:
+    """The usage recorder, the limits (counted in Postgres when the records are there) and
+    the service that reads them."""
+    store = UsageStore(db)
+    recorder = UsageRecorder(store, CostMap(), settings.usage, metrics)
+    windows = SharedWindows(store) if db.dialect == "postgres" else LocalWindows()
+    limiter = Limiter(
+        store,
+        windows,
+        recorder,
+        refresh_seconds=settings.usage.limits_refresh_seconds,
+        default_jobs_per_minute=settings.learning.max_jobs_per_minute_per_account,
+        clock=clock,
+    )
+    return UsageService(store, recorder, limiter, keys), Metering(
+        recorder, limiter, router, ask_stream_usage=settings.usage.ask_stream_usage
+    )
+
+
+def build_services(
+    settings: Settings, metrics: Metrics | None = None, clock: Clock | None = None
+) -> Services:
     db = open_database(settings)
     keys = KeyStore(db)
     router = UpstreamRouter(settings)
+    usage, metering = build_metering(settings, db, keys, router, metrics, clock)
+    meters = metering if settings.usage.enabled else None
     passthrough = Passthrough(
         timeout=settings.upstream.timeout, connect_timeout=settings.upstream.connect_timeout
     )
@@ -159,7 +198,12 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     jobs = JobStore(db)
     learn = settings.learning
     completer = Completer(
-        router, passthrough, litellm_chat, timeout=learn.llm_timeout_seconds, metrics=metrics
+        router,
+        passthrough,
+        litellm_chat,
+        timeout=learn.llm_timeout_seconds,
+        metrics=metrics,
+        metering=meters,
     )
     extractor = Extractor(
         records=records,
@@ -172,7 +216,9 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         profile_rules=settings.profile,
         extraction_model=settings.models.extraction,
     )
-    worker = Worker(jobs, extractor, learn, metrics, redaction=settings.profile.redaction)
+    worker = Worker(
+        jobs, extractor, learn, metrics, redaction=settings.profile.redaction, limiter=usage.limiter
+    )
     stored = StoredCompletions(CompletionStore(db), settings.stored_completions.retention_days)
     chat_service = ChatService(
         router,
@@ -185,6 +231,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         max_message_chars=learn.max_message_chars,
         metrics=metrics,
         store=stored.record,
+        metering=meters,
     )
     started_at = time.time()
     responses_service = ResponsesService(
@@ -192,8 +239,11 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         router,
         passthrough,
         # the bridge answers clients: the client-facing timeout, not the extraction one
-        Completer(router, passthrough, litellm_chat, timeout=settings.upstream.timeout),
+        Completer(
+            router, passthrough, litellm_chat, timeout=settings.upstream.timeout, metering=meters
+        ),
         ResponseStore(db),
+        meters,
     )
 
     async def embed(body: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -230,6 +280,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         relay=OpenAIRelay(router, passthrough, embed),
         stored_completions=stored,
         models=ModelCatalog(router, passthrough, settings.upstream, started_at),
+        usage=usage,
     )
 
 
@@ -240,6 +291,7 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
         if services.outbox.depth():
             await asyncio.to_thread(services.sync.replay)
         await services.stored_completions.purge()  # past stored_completions.retention_days
+        await services.usage.purge(services.settings.usage.retention_days)
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -271,14 +323,15 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(err.envelope(), status_code=err.status, headers=exc.headers)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    """``clock``: the usage limits' (seconds since the epoch; tests pass their own)."""
     prepare_offline_env()  # before anything loads tiktoken or litellm: no downloads, ever
     app_metrics = Metrics()  # this app's own registry (never the process-global one)
     drain = Drain()  # set by `profilo serve` on SIGTERM / SIGINT (proxy/drain.py)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, app_metrics)
+        services = build_services(settings, app_metrics, clock)
         app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
         check_bind(settings, services.keys)
         readiness = app.state.readiness = Readiness(services, drain)
@@ -287,6 +340,8 @@ def create_app(settings: Settings) -> FastAPI:
         readiness.embedder_loaded = True
         await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
         retry = asyncio.create_task(_replay_forever(services))
+        await asyncio.to_thread(services.usage.recorder.costs.price, "warm-up")  # the cost map
+        await services.usage.recorder.start()
         await services.learning.start()  # re-queues jobs a crash left running
         drain.on_begin(services.learning.stop_claiming)  # other replicas take the new jobs
         app.state.services = services
@@ -295,6 +350,10 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             retry.cancel()
             await services.learning.stop()  # hands its running jobs back to the queue
+            try:
+                await services.usage.recorder.stop()  # writes the usage still in memory
+            except Exception:
+                log.exception("usage records lost at shutdown (the records are unreachable)")
             await services.passthrough.close()
             services.retriever.close()
             services.index.close()
@@ -319,5 +378,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     for module in (responses, stored_completions, openai_relay, collections, metrics_api, ui):
         app.include_router(module.router)
+    app.include_router(usage_api.router)
+    app.include_router(usage_admin.router)
     app.include_router(reflexio_api.router)  # Reflexio-compatible /api/... routes
     return app

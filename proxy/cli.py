@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from proxy import cli_profile
+from proxy import cli_profile, cli_usage
 from proxy.config import Settings, load_settings
 from proxy.errors import ConfigError, ProxyError
 from proxy.store.db import open_database
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     cli_profile.add_parsers(sub)  # profile show|search|export|import|delete, jobs
+    cli_usage.add_parsers(sub)  # usage, limits show|set
 
     db = sub.add_parser("db", help="the records database's schema (SQLite or Postgres)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -212,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_profile.run_profile(settings, args)
         if args.command == "jobs":
             return cli_profile.run_jobs(settings, args)
+        if args.command == "usage":
+            return cli_usage.run_usage(settings, args)
+        if args.command == "limits":
+            return cli_usage.run_limits(settings, args)
         if args.command == "index":
             return _index(settings, args)
         if args.command == "db":

@@ -251,6 +251,30 @@ class QuotaSettings(BaseModel):
     max_dialectic_sessions_per_account: int = Field(default=10_000, ge=0)
 
 
+class UsageSettings(BaseModel):
+    """Usage metering and limits (README "Usage and limits")."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # Metered calls wait in memory and are written in one transaction this often (and at a
+    # graceful shutdown); a kill -9 loses at most this interval's records.
+    flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    # A flush is started early once this many records wait.
+    flush_batch: int = Field(default=5000, ge=1)
+    # Streams ask the upstream for its usage chunk (stream_options.include_usage) when the
+    # client did not, and strip it; false for an upstream that rejects the option (such
+    # streams are then metered without tokens).
+    ask_stream_usage: bool = True
+    # Usage records older than this are deleted (budgets only read the current month).
+    retention_days: float = Field(default=400.0, gt=0)
+    # Limits set by the operator are read again after this long (a change reaches every
+    # replica within it); 0 reads them on every request.
+    limits_refresh_seconds: float = Field(default=5.0, ge=0)
+    # Bearer token of the operator's API (PUT /admin/limits/...); unset: no admin API.
+    # ``os.environ/NAME`` reads it from the environment.
+    admin_key: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROFILO_", env_nested_delimiter="__", extra="forbid"
@@ -278,6 +302,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     stored_completions: StoredCompletionsSettings = StoredCompletionsSettings()
     quotas: QuotaSettings = QuotaSettings()
+    usage: UsageSettings = UsageSettings()
 
     @property
     def db_path(self) -> Path:

@@ -102,6 +102,20 @@ class TooManyRequests(ProxyError):
     code = "rate_limit_exceeded"
 
 
+class RateLimited(TooManyRequests):
+    """A requests/min or tokens/min limit of the key or the account (``x-ratelimit-*`` and
+    ``Retry-After`` in ``headers``)."""
+
+    code = "rate_limit_exceeded"
+
+
+class InsufficientQuota(TooManyRequests):
+    """The monthly budget of the key or the account is spent (OpenAI's code and type)."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"

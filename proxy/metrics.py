@@ -162,6 +162,52 @@ class Metrics:
             registry=r,
         )
 
+        self.usage_requests = Counter(
+            "profilo_usage_requests",
+            "Metered upstream calls by model and kind (chat, extraction, dialectic)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.usage_tokens = Counter(
+            "profilo_usage_tokens",
+            "Tokens the upstream reported, by model, kind (chat, memory: the injected memory "
+            "block, extraction, dialectic) and type (prompt, completion)",
+            ["model", "kind", "type"],
+            registry=r,
+        )
+        self.usage_cost = Counter(
+            "profilo_usage_cost",
+            "Cost from the model cost map (USD) by model and kind; unpriced models: none",
+            ["model", "kind"],
+            registry=r,
+        )
+        self._usage: dict[tuple[str, str], tuple[Any, ...]] = {}
+
+    def usage(self, event: Any) -> None:
+        """Count one metered call (a ``UsageEvent``; children cached per model and kind)."""
+        key = (event.model, event.kind)
+        c = self._usage.get(key)
+        if c is None:
+            memory = event.kind == "chat"
+            c = (
+                self.usage_requests.labels(event.model, event.kind),
+                self.usage_tokens.labels(event.model, event.kind, "prompt"),
+                self.usage_tokens.labels(event.model, event.kind, "completion"),
+                self.usage_cost.labels(event.model, event.kind),
+                self.usage_tokens.labels(event.model, "memory", "prompt") if memory else None,
+                self.usage_cost.labels(event.model, "memory") if memory else None,
+            )
+            self._usage[key] = c
+        c[0].inc()
+        c[1].inc(max(0, event.prompt_tokens - event.memory_tokens))
+        c[2].inc(event.completion_tokens)
+        if event.cost is not None:
+            c[3].inc(max(0.0, event.cost - (event.memory_cost or 0.0)))
+        if c[4] is not None and event.memory_tokens:
+            c[4].inc(event.memory_tokens)
+            if event.memory_cost:
+                c[5].inc(event.memory_cost)
+
     def watch_queue(self, jobs: Callable[[], Mapping[str, int]], outbox: Callable[[], int]) -> None:
         """Register the scrape-time gauges (once the stores exist: in the app's lifespan),
         replacing those of an earlier start."""

@@ -98,3 +98,21 @@ class Features:
     @property
     def any(self) -> bool:
         return self.memory or self.user_profile
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the operator allows one account or one key (None: no limit)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    monthly_budget: float | None = None  # in the cost map's currency (USD)
+    extraction_jobs_per_minute: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "monthly_budget": self.monthly_budget,
+            "extraction_jobs_per_minute": self.extraction_jobs_per_minute,
+        }

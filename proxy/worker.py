@@ -34,6 +34,7 @@ from proxy.metrics import Metrics
 from proxy.models import Scope
 from proxy.services.extraction import Extractor
 from proxy.services.extraction_ops import AnswerError
+from proxy.services.limits import Limiter
 from proxy.services.queue_limits import QueueLimits
 from proxy.services.secrets import redact_text
 from proxy.store.job_writer import JobWriter
@@ -120,6 +121,8 @@ class Worker:
         settings: LearningSettings,
         metrics: Metrics | None = None,
         redaction: RedactionSettings | None = None,
+        *,
+        limiter: Limiter,
     ) -> None:
         self._jobs = jobs
         self._extractor = extractor
@@ -132,7 +135,7 @@ class Worker:
         self._busy_scopes: set[str] = set()  # scopes with a job running in this process
         self._held: dict[str, int] = {}  # jobs this process runs: id → fencing token
         self._claiming = True  # False once the process drains (shutting down)
-        self._limits = QueueLimits(jobs, settings)
+        self._limits = QueueLimits(jobs, settings, limiter)
         self._redaction = redaction or RedactionSettings()
         self.stats = WorkerStats()
         self._metrics = metrics or Metrics()
@@ -174,15 +177,17 @@ class Worker:
         await asyncio.to_thread(self._writer.close)
 
     # -- the queue's API (services.extraction.LearningQueue) ----------------------------------
-    async def admit(self, account: str) -> None:
+    async def admit(self, account: str, key_id: str | None = None) -> None:
         """Raises ``TooManyRequests`` when the account's queue limits refuse a job now."""
-        await self._limits.admit(account)
+        await self._limits.admit(account, key_id)
 
-    async def enqueue(self, job_id: str, scope: Scope, payload: dict[str, Any]) -> None:
+    async def enqueue(
+        self, job_id: str, scope: Scope, payload: dict[str, Any], key_id: str | None = None
+    ) -> None:
         """Returns once the job is committed (``TooManyRequests`` and nothing written when
         the account is over its limits). Jobs queued at the same time share one transaction
         (group commit, ``JobWriter``)."""
-        await self._limits.admit(scope.account)
+        await self._limits.reserve(scope.account, key_id)
         payload = redacted_turn(payload, self._redaction)  # the queue keeps no credential
         await self._writer.submit(NewJob(job_id, scope, payload))
         self._limits.added(scope.account)

@@ -122,10 +122,16 @@ def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -
 def make_proxy(tmp_path: Path, upstream: FakeUpstream) -> Iterator[Callable[..., Proxy]]:
     servers: list[ServerThread] = []
 
-    def make(settings: Settings | None = None, **overrides: Any) -> Proxy:
+    def make(
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        **overrides: Any,
+    ) -> Proxy:
+        """``clock``: the usage limits' (tests/usage_helpers.FakeClock)."""
         if settings is None:
             settings = make_settings(tmp_path / "data", upstream, **overrides)
-        server = ServerThread(create_app(settings))
+        server = ServerThread(create_app(settings, clock=clock))
         server.__enter__()
         servers.append(server)
         return Proxy(server.url, settings, server)

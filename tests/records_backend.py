@@ -41,6 +41,8 @@ BOTH = frozenset(
         "test_scope_views",
         "test_stored_completions",
         "test_tenancy",
+        "test_usage",
+        "test_limits",
         "test_worker",
     }
 )

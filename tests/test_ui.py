@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from proxy.store.db import SqliteDatabase
+from proxy.store.db import SqliteDatabase, open_database
 from proxy.store.keys import KeyStore
+from proxy.store.usage import UsageEvent, UsageStore
 from tests.conftest import Proxy, make_settings
 from tests.fakes.png import png_pixels
 from tests.fakes.upstream import FakeUpstream, chat_completion, json_reply
@@ -281,3 +284,53 @@ def test_page_and_assets_over_http(proxy: Proxy) -> None:
         r = httpx.get(proxy.url + "/ui/static/" + name)
         assert r.status_code == 404, name
         assert r.json()["error"]["code"] == "unknown_url"
+
+
+def _past_usage(proxy: Proxy) -> None:
+    """Earlier days of this month, as the recorder would have written them (a fuller chart)."""
+    now = time.time()
+    start = datetime.fromtimestamp(now, UTC).replace(day=1, hour=12, minute=0, second=0)
+    events = [
+        UsageEvent("dev", None, "alice", kind, "gpt-4o-mini", route, start.timestamp() + d * 86400,
+                   prompt, completion, memory)
+        for d in range(datetime.fromtimestamp(now, UTC).day - 1)
+        for kind, route, prompt, completion, memory in (
+            ("chat", "/v1/chat/completions", 900 + 150 * (d % 4), 300, 250 + 40 * d),
+            ("extraction", "worker", 400 + 60 * (d % 3), 80, 0),
+        )
+    ]  # fmt: skip
+    db = open_database(proxy.settings)
+    UsageStore(db).insert(events)
+    db.close()
+
+
+def test_usage_panel(page: Any, proxy: Proxy, upstream: FakeUpstream) -> None:
+    seed(proxy)
+    _past_usage(proxy)
+    usage = {"prompt_tokens": 700, "completion_tokens": 120, "total_tokens": 820}
+    upstream.script(json_reply(chat_completion("Ramen, in Lisbon.", usage=usage)))
+    body = {"model": "gpt-4o-mini", "collection_id": "alice",
+            "messages": [{"role": "user", "content": "what should I eat?"}],
+            "features": {"memory": True, "user_profile": True, "learning": False}}  # fmt: skip
+    r = httpx.post(proxy.base_url + "/chat/completions", json=body, timeout=30)
+    memory = int(r.headers["x-profilo-memory-tokens"])
+    assert memory > 0
+    page.goto(proxy.url + "/ui")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    bar = page.locator(f"#usage-chart g.day[data-day='{today}']")
+    bar.wait_for()
+    assert bar.locator("rect.kind-memory").get_attribute("data-tokens") == str(memory)
+    assert bar.locator("rect.kind-chat").get_attribute("data-tokens") == str(700 - memory + 120)
+    days = page.locator("#usage-chart g.day").count()
+    assert days == datetime.now(UTC).day  # one bar per day with usage
+    if days > 1:  # the earlier days carry extraction too
+        assert page.locator("#usage-chart rect.kind-extraction").count() == days - 1
+    assert page.locator("#usage-totals li[data-kind='cost'] strong").inner_text().startswith("$")
+    assert "No limits" in page.locator("#usage-limits").inner_text()
+    if os.environ.get("UPDATE_UI_SCREENSHOT"):
+        page.locator("section.usage").screenshot(path=str(ROOT / "docs" / "usage.png"))
+    page.locator("#usage-month").fill("2001-02")  # a month without usage: no bars
+    page.locator("#usage-month").dispatch_event("change")
+    page.locator("#usage-chart").wait_for()
+    page.wait_for_function("!document.querySelector('#usage-chart g.day')")
+    assert page.locator("#usage-totals li[data-kind='chat'] strong").inner_text() == "0"

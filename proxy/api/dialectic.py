@@ -29,13 +29,15 @@ async def dialectic(
     scope = scope_for(account, collection_id, user_id, req.collection_id)
     service = get_services(request).dialectic
     if req.stream:
-        prepared, events = await service.ask_stream(scope, req, request_id=request_id(request))
+        prepared, events = await service.ask_stream(
+            scope, req, request_id=request_id(request), key_id=account.key_id
+        )
         headers = {
             "X-Profilo-Session-Id": prepared.session_id,
             "X-Profilo-Fact-Ids": ",".join(c.fact.id for c in prepared.context.chosen),
         }
         return event_stream(events, headers)
-    answer = await service.ask(scope, req, request_id=request_id(request))
+    answer = await service.ask(scope, req, request_id=request_id(request), key_id=account.key_id)
     return {
         "assistant_message": answer.text,
         "response": answer.text,  # legacy alias

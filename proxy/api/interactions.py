@@ -111,7 +111,7 @@ async def publish(
         "source": req.source or DEFAULT_SOURCE,
         "model": model,
     }
-    await services.learning.enqueue(job_id, scope, payload)
+    await services.learning.enqueue(job_id, scope, payload, account.key_id)
     job: Job | None = None
     if req.wait_for_learning_seconds > 0:
         job = await services.learning.wait(account.id, job_id, req.wait_for_learning_seconds)

@@ -1,7 +1,8 @@
-"""/ui: the profile inspector. The page and its two assets are served from the package and
-hold no user data; the page's script reads and writes through the JSON API with the key the
-user enters (``Authorization: Bearer``), so the page is exactly as protected as the API.
-While no key exists on a loopback bind the API serves the dev account, and so does the page."""
+"""/ui: the profile inspector and the usage panel. The page and its assets are served from
+the package and hold no user data; the page's scripts read and write through the JSON API
+with the key the user enters (``Authorization: Bearer``), so the page is exactly as protected
+as the API. While no key exists on a loopback bind the API serves the dev account, and so does
+the page."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from proxy.errors import NotFound
 router = APIRouter(tags=["ui"], include_in_schema=False)
 
 UI_DIR = Path(__file__).resolve().parents[1] / "ui"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "usage.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+}
 #: The page loads nothing from anywhere but the proxy, and runs no inline script.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -17,6 +17,7 @@ import orjson
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.llm.passthrough import Passthrough
 from proxy.llm.router import UpstreamRouter
+from proxy.llm.usage_fields import ask_for_usage
 from proxy.metrics import Metrics
 
 
@@ -28,6 +29,12 @@ class LiteLLMCompleter(Protocol):
     ) -> AsyncIterator[dict[str, Any]]: ...
 
 
+class UsageSink(Protocol):
+    ask_stream_usage: bool
+
+    async def record(self, meter: Any, usage: Any) -> None: ...
+
+
 class Completer:
     def __init__(
         self,
@@ -37,20 +44,26 @@ class Completer:
         *,
         timeout: float,
         metrics: Metrics | None = None,
+        metering: UsageSink | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
         self._litellm_chat = litellm_chat
         self._timeout = timeout
         self._metrics = metrics or Metrics()
+        self._metering = metering  # the proxy's own calls are metered for the scope they serve
 
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``body`` is an OpenAI chat request (``model`` is the public model name)."""
+    async def complete(self, body: dict[str, Any], meter: Any = None) -> dict[str, Any]:
+        """``body`` is an OpenAI chat request (``model`` is the public model name); with a
+        ``meter`` (``services.metering.Meter``) its usage is recorded."""
         try:
             with self._metrics.upstream("internal", self._router.resolve(str(body["model"])).kind):
-                return await asyncio.wait_for(self._complete(body), self._timeout)
+                answer = await asyncio.wait_for(self._complete(body), self._timeout)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"no answer from the model within {self._timeout:g}s") from exc
+        if meter is not None and self._metering is not None:
+            await self._metering.record(meter, answer.get("usage"))
+        return answer
 
     async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         model = str(body["model"])
@@ -71,11 +84,31 @@ class Completer:
             raise UpstreamError("the upstream's answer is not a JSON object", status=502)
         return answer
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, body: dict[str, Any], meter: Any = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """A streamed completion as parsed ``chat.completion.chunk`` dicts (``[DONE]`` ends
         it). Errors before the first chunk raise from the first ``anext``; a stream that
         breaks later raises ``ProxyError`` there. No overall timeout: the upstream's read
-        timeout applies between chunks."""
+        timeout applies between chunks. With a ``meter``, the upstream's usage chunk is
+        asked for, recorded and not yielded."""
+        if meter is None or self._metering is None:
+            async for chunk in self._stream(body):
+                yield chunk
+            return
+        usage: Any = None
+        asked, strip = ask_for_usage(body) if self._metering.ask_stream_usage else (body, False)
+        try:
+            async for chunk in self._stream(asked):
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                    if strip and not chunk.get("choices"):
+                        continue
+                yield chunk
+        finally:
+            await self._metering.record(meter, usage)
+
+    async def _stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         model = str(body["model"])
         route = self._router.resolve(model)
         if route.kind == "litellm":

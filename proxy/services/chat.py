@@ -22,6 +22,7 @@ from proxy.schemas.openai import ChatRequest
 from proxy.services.account_config import AccountConfigService
 from proxy.services.extraction import LearningQueue, chat_turn
 from proxy.services.memory import MemoryContext, MemoryService, inject
+from proxy.services.metering import Metering
 from proxy.services.sse import DONE, relay, sse_data, sse_error
 
 log = logging.getLogger("profilo.chat")
@@ -62,6 +63,15 @@ def chat_scope(account: Account, chat: ChatRequest, header: tuple[str, str] | No
     return Scope(account.id)
 
 
+def metered_user(account: Account, chat: ChatRequest, header: tuple[str, str] | None) -> str | None:
+    """The end user a chat is metered for (None: the account; also when the id is invalid
+    and memory is off, so the request goes on as before)."""
+    try:
+        return chat_scope(account, chat, header).collection_id
+    except ProxyError:
+        return None
+
+
 def _header_safe(text: str) -> str:
     return re.sub(r"[^\x20-\x7e]", " ", text)[:200]
 
@@ -77,6 +87,7 @@ class PendingTurn:
     model: str
     wait: float
     source: str = "chat"  # the job's source: which endpoint the turn came through
+    key_id: str | None = None  # the API key it came with (its extraction jobs/min)
 
 
 def with_memory_context(answer: bytes, ctx: MemoryContext) -> bytes:
@@ -128,6 +139,7 @@ class ChatService:
         max_message_chars: int = 8000,
         metrics: Metrics | None = None,
         store: RecordStored | None = None,
+        metering: Metering | None = None,
     ) -> None:
         self._router = router
         self._passthrough = passthrough
@@ -139,6 +151,7 @@ class ChatService:
         self._max_message_chars = max_message_chars
         self._metrics = metrics or Metrics()
         self._store = store  # keeps `store: true` completions (services/stored_completions)
+        self._metering = metering  # usage records and limits (services/metering, limits)
 
     def features(self, account: Account, chat: ChatRequest) -> Features:
         """The account's default features, overridden by what the request set. ``learning``
@@ -190,6 +203,10 @@ class ChatService:
         request_id: str | None = None,
     ) -> ChatOutcome:
         headers: dict[str, str] = {}
+        meter = None
+        if self._metering is not None:  # over a usage limit: 429 here, before anything else
+            user = metered_user(account, chat, user_header)
+            meter = await self._metering.start(chat, account, user, headers)
         client_messages = chat.body["messages"]  # as sent (before any memory is injected)
         features = self.features(account, chat)
         ctx: MemoryContext | None = None
@@ -204,6 +221,7 @@ class ChatService:
                     chat.body["messages"],
                     chat.model,
                     chat.wait_for_learning_seconds,
+                    key_id=account.key_id,
                 )
             if features.any:
                 ctx = await self.remember(
@@ -212,6 +230,9 @@ class ChatService:
             if ctx is not None and ctx.block:
                 chat.body = {**chat.body, "messages": inject(chat.body["messages"], ctx.block)}
         outcome = await self._forward(chat)
+        if meter is not None and self._metering is not None:
+            meter.memory_tokens = ctx.tokens if ctx is not None else 0
+            await self._metering.settle(meter, outcome)
         if self._store is not None and chat.body.get("store") is True:
             outcome = await self._store(account, client_messages, chat.body, outcome)
         outcome.headers.update(headers)
@@ -231,7 +252,7 @@ class ChatService:
         why its learning was skipped."""
         assert self._learning is not None
         try:
-            await self._learning.admit(account.id)
+            await self._learning.admit(account.id, account.key_id)
         except TooManyRequests as exc:
             headers["X-Profilo-Learning"] = "skipped"
             headers["X-Profilo-Learning-Reason"] = str(exc.code)
@@ -252,7 +273,7 @@ class ChatService:
             return "skipped"
         payload = {"messages": messages, "source": turn.source, "model": turn.model}
         try:
-            await self._learning.enqueue(turn.request_id, turn.scope, payload)
+            await self._learning.enqueue(turn.request_id, turn.scope, payload, turn.key_id)
             if turn.wait <= 0:
                 return "queued"
             job = await self._learning.wait(turn.account, turn.request_id, turn.wait)

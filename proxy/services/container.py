@@ -18,6 +18,7 @@ from proxy.services.profile import ProfileService
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.services.stored_completions import StoredCompletions
+from proxy.services.usage import UsageService
 from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
 from proxy.store.embedder import Embedder
@@ -54,6 +55,7 @@ class Services:
     models: ModelCatalog
     stored_completions: StoredCompletions
     invalidations: Invalidations
+    usage: UsageService
 
     def warm(self) -> None:
         """Load what a first request would otherwise wait for: encodings, the embedder."""

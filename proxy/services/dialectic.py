@@ -11,10 +11,11 @@ from typing import Any
 from proxy.config import Settings
 from proxy.errors import NotFound, ProxyError, UpstreamError
 from proxy.llm.completer import Completer, message_content
-from proxy.models import Features, Scope
+from proxy.models import Account, Features, Scope
 from proxy.prompts import Prompts
 from proxy.schemas.dialectic import DialecticRequest
 from proxy.services.memory import MemoryContext, MemoryService
+from proxy.services.metering import Meter
 from proxy.services.sse import DONE, sse_data, sse_error
 from proxy.store.sessions import SessionStore, Turn
 
@@ -80,10 +81,13 @@ class DialecticService:
         messages += question
         return Prepared(session_id or SessionStore.new_id(), model, messages, context)
 
-    async def ask(self, scope: Scope, req: DialecticRequest, *, request_id: str) -> Answer:
+    async def ask(
+        self, scope: Scope, req: DialecticRequest, *, request_id: str, key_id: str | None = None
+    ) -> Answer:
         prepared = await asyncio.to_thread(self._prepare, scope, req)
         completion = await self._completer.complete(
-            {"model": prepared.model, "messages": prepared.messages}
+            {"model": prepared.model, "messages": prepared.messages},
+            _meter(scope, prepared, key_id),
         )
         text = message_content(completion)
         if text is None:
@@ -99,12 +103,15 @@ class DialecticService:
         )
 
     async def ask_stream(
-        self, scope: Scope, req: DialecticRequest, *, request_id: str
+        self, scope: Scope, req: DialecticRequest, *, request_id: str, key_id: str | None = None
     ) -> tuple[Prepared, AsyncIterator[bytes]]:
         """SSE in OpenAI's chunk format, ``[DONE]`` last; the turn is stored once the answer
         is complete (a failed stream stores nothing)."""
         prepared = await asyncio.to_thread(self._prepare, scope, req)
-        chunks = self._completer.stream({"model": prepared.model, "messages": prepared.messages})
+        chunks = self._completer.stream(
+            {"model": prepared.model, "messages": prepared.messages},
+            _meter(scope, prepared, key_id),
+        )
         first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
 
         async def relay() -> AsyncIterator[bytes]:
@@ -134,6 +141,12 @@ class DialecticService:
         self._sessions.append(
             scope, prepared.session_id, Turn(question, answer, fact_ids), request_id=request_id
         )
+
+
+def _meter(scope: Scope, prepared: Prepared, key_id: str | None) -> Meter:
+    return Meter(Account(scope.account, key_id), scope.collection_id, prepared.model,
+                 "/v1/profile/dialectic", kind="dialectic",
+                 memory_tokens=prepared.context.tokens)  # fmt: skip
 
 
 async def _chain(

@@ -18,7 +18,7 @@ from proxy.config import LearningSettings, ProfileSettings
 from proxy.errors import BadRequest, ProxyError, UpstreamError
 from proxy.llm.completer import Completer, message_content
 from proxy.messages import text_of
-from proxy.models import CATEGORIES, Fact, Scope
+from proxy.models import CATEGORIES, Account, Fact, Scope
 from proxy.prompts import ExtractFact, ExtractInstructions, ExtractMessage, Prompts
 from proxy.services.account_config import AccountConfigService
 from proxy.services.extraction_apply import Applier
@@ -28,6 +28,7 @@ from proxy.services.extraction_ops import (
     check_operations,
     parse_answer,
 )
+from proxy.services.metering import Meter
 from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.facts import FactRecords
 from proxy.store.jobs import Job
@@ -57,9 +58,11 @@ ASK = "Answer now with the JSON object of operations for this turn."
 class LearningQueue(Protocol):
     """Where finished turns go (implemented by ``proxy.worker.Worker``)."""
 
-    async def admit(self, account: str) -> None: ...
+    async def admit(self, account: str, key_id: str | None = None) -> None: ...
 
-    async def enqueue(self, job_id: str, scope: Scope, payload: dict[str, Any]) -> None: ...
+    async def enqueue(
+        self, job_id: str, scope: Scope, payload: dict[str, Any], key_id: str | None = None
+    ) -> None: ...
 
     async def wait(self, account: str, job_id: str, seconds: float) -> Job | None: ...
 
@@ -146,7 +149,9 @@ class Extractor:
     async def run(self, job: Job) -> dict[str, Any]:
         """Process one claimed job; returns its result. Raises on a failed attempt."""
         plan = await asyncio.to_thread(self.plan, job)
-        text, mode = await self.ask(plan.model, plan.prompt)
+        meter = Meter(Account(job.account), job.scope.collection_id, plan.model, "worker",
+                      kind="extraction")  # fmt: skip
+        text, mode = await self.ask(plan.model, plan.prompt, meter)
         checked = self.check(plan, text)
         return await asyncio.to_thread(self._applier.apply, job, plan.shown, checked, mode)
 
@@ -214,7 +219,9 @@ class Extractor:
             log.warning("nearest facts from the records (index unavailable): %s", exc.message)
             return self._records.select(scope)[-k:]
 
-    async def ask(self, model: str, prompt: str) -> tuple[str | None, str]:
+    async def ask(
+        self, model: str, prompt: str, meter: Meter | None = None
+    ) -> tuple[str | None, str]:
         """One completion; a model that rejects ``json_schema`` is asked again, in the same
         attempt, with ``json_object``, then with plain JSON instructions (remembered)."""
         start = self._start_mode.get(model, 0)
@@ -239,7 +246,7 @@ class Extractor:
             elif mode == "json_object":
                 body["response_format"] = {"type": "json_object"}
             try:
-                completion = await self._completer.complete(body)
+                completion = await self._completer.complete(body, meter)
             except UpstreamError as exc:
                 if index + 1 < len(MODES) and _rejects_format(exc):
                     log.info("model %s rejects %s; falling back: %s", model, mode, exc.message)

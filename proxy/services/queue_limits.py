@@ -1,43 +1,49 @@
 """Per-account limits on the learning queue: each job is a paid upstream call.
 
-``learning.max_queued_jobs_per_account`` bounds an account's unfinished jobs and
-``learning.max_jobs_per_minute_per_account`` the jobs it may add per minute (0: no limit).
+``learning.max_queued_jobs_per_account`` bounds an account's unfinished jobs (0: no limit).
+Jobs added per minute are the usage limiter's (``proxy/services/limits.py``): the account's
+``extraction_jobs_per_minute`` set by the operator, else ``learning.
+max_jobs_per_minute_per_account``, and a key's own; counted for every replica with Postgres.
 A route that enqueues directly answers 429 (OpenAI's envelope, ``Retry-After``) and writes
 nothing; a chat still answers and skips its learning (``X-Profilo-Learning: skipped``).
 
-Counts are kept in memory (no database read per chat turn): an account's unfinished jobs are
-read once, then followed as jobs are added and finish; before refusing, the count is read
-again from the database (jobs another process finished are seen).
+Unfinished jobs are counted in memory (no database read per chat turn): an account's
+unfinished jobs are read once, then followed as jobs are added and finish; before refusing,
+the count is read again from the database (jobs another process finished are seen).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
-import time
-from collections import deque
 
 from proxy.config import LearningSettings
 from proxy.errors import TooManyRequests
+from proxy.services.limits import Limiter
 from proxy.store.jobs import JobStore
-
-WINDOW = 60.0
 
 
 class QueueLimits:
-    def __init__(self, jobs: JobStore, settings: LearningSettings) -> None:
+    def __init__(self, jobs: JobStore, settings: LearningSettings, rate: Limiter) -> None:
         self._jobs = jobs
         self._max_queued = settings.max_queued_jobs_per_account
-        self._per_minute = settings.max_jobs_per_minute_per_account
+        self._rate = rate
         self._pending: dict[str, int] = {}
-        self._recent: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    async def admit(self, account: str) -> None:
-        """Raises ``TooManyRequests`` when ``account`` may not add a job now."""
-        if self._per_minute:
-            self._check_rate(account, time.monotonic())
+    async def admit(self, account: str, key_id: str | None = None) -> None:
+        """Raises ``TooManyRequests`` when ``account`` may not add a job now (counts nothing:
+        a chat asks before it answers, and adds its job after)."""
+        await self._rate.check_job(account, key_id)
+        await self._check_pending(account)
+
+    async def reserve(self, account: str, key_id: str | None = None) -> None:
+        """Just before a job is written: ``TooManyRequests``, or the job counted in the
+        jobs/min windows (at once, so two replicas cannot both take the last one)."""
+        await self._check_pending(account)
+        await self._rate.take_job(account, key_id)
+
+    async def _check_pending(self, account: str) -> None:
         if self._max_queued:
             pending = self._pending.get(account)
             if pending is None or pending >= self._max_queued:  # first seen, or confirm
@@ -52,30 +58,8 @@ class QueueLimits:
                     headers={"Retry-After": "30"},
                 )
 
-    def _check_rate(self, account: str, now: float) -> None:
-        with self._lock:
-            recent = self._recent.get(account)
-            while recent and recent[0] <= now - WINDOW:
-                recent.popleft()
-            if recent is not None and len(recent) >= self._per_minute:
-                wait = max(1, math.ceil(recent[0] + WINDOW - now))
-                raise TooManyRequests(
-                    f"this account added {len(recent)} learning jobs in the last minute (the "
-                    f"limit is {self._per_minute} a minute)",
-                    code="learning_rate_limited",
-                    headers={"Retry-After": str(wait)},
-                )
-
     def added(self, account: str) -> None:
-        now = time.monotonic()
         with self._lock:
-            if self._per_minute:
-                self._recent.setdefault(account, deque()).append(now)
-                if len(self._recent) > 10_000:  # forget accounts idle for a minute
-                    for name in [
-                        a for a, d in self._recent.items() if not d or d[-1] < now - WINDOW
-                    ]:
-                        del self._recent[name]
             if account in self._pending:
                 self._pending[account] += 1
 

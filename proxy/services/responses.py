@@ -31,9 +31,11 @@ from proxy.services.chat import (
     ChatService,
     PendingTurn,
     chat_scope,
+    metered_user,
     with_memory_context,
 )
 from proxy.services.memory import MemoryContext, merge_text
+from proxy.services.metering import Meter, Metering
 from proxy.services.responses_convert import (
     chat_request,
     items_to_messages,
@@ -46,6 +48,9 @@ from proxy.services.responses_stream import StreamBuilder, sse_event, watch
 from proxy.services.sse import relay
 from proxy.store.responses import ResponseStore, StoredResponse
 
+#: The events that end a Responses stream, each with the response and its usage.
+TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
 
 class ResponsesService:
     def __init__(
@@ -55,8 +60,10 @@ class ResponsesService:
         passthrough: Passthrough,
         completer: Completer,
         store: ResponseStore,
+        metering: Metering | None = None,
     ) -> None:
         self._chat = chat
+        self._metering = metering
         self._router = router
         self._passthrough = passthrough
         self._completer = completer
@@ -71,9 +78,13 @@ class ResponsesService:
         request_id: str | None = None,
     ) -> ChatOutcome:
         body = req.body
+        headers: dict[str, str] = {}
+        meter = None
+        if self._metering is not None:  # over a usage limit: 429 here, before anything else
+            user = metered_user(account, req, user_header)
+            meter = await self._metering.admit(account, user, req.model, "/v1/responses", headers)
         items = normalize_input(body.get("input"))
         prev = await self._previous(account, body.get("previous_response_id"))
-        headers: dict[str, str] = {}
         instructions: str | None = body.get("instructions")
         features = self._chat.features(account, req)
         turn: PendingTurn | None = None
@@ -89,6 +100,8 @@ class ResponsesService:
                 ctx = await self._chat.remember(scope, features, messages, req.model, headers)
                 if ctx is not None and ctx.block:
                     instructions = merge_text(instructions, ctx.block)
+                    if meter is not None:
+                        meter.memory_tokens = ctx.tokens
         route = self._router.resolve(req.model)
         bridge = (
             route.kind == "litellm"
@@ -106,13 +119,13 @@ class ResponsesService:
         outcome: ChatOutcome | None = None
         if not bridge:
             try:
-                outcome = await self._upstream(route, req, instructions, account, turn)
+                outcome = await self._upstream(route, req, instructions, account, turn, meter)
             except UpstreamError as exc:
                 if exc.status not in (404, 405) or exc.code == "model_not_found" or prev:
                     raise
                 self._no_responses_api.add(str(route.api_base))
         if outcome is None:
-            outcome = await self._bridge(req, instructions, items, account, turn)
+            outcome = await self._bridge(req, instructions, items, account, turn, meter)
         outcome.headers.update(headers)
         if turn is not None:
             outcome.headers.setdefault("X-Profilo-Learning", "on")
@@ -139,6 +152,7 @@ class ResponsesService:
         instructions: str | None,
         account: Account,
         turn: PendingTurn | None,
+        meter: Meter | None,
     ) -> ChatOutcome:
         body = {**req.body, "model": route.model}
         if instructions is not None:
@@ -165,6 +179,9 @@ class ResponsesService:
             except orjson.JSONDecodeError:
                 response = None
             await record(response)
+            if meter is not None and self._metering is not None:
+                usage = response.get("usage") if isinstance(response, dict) else None
+                await self._metering.record(meter, usage)
             outcome = ChatOutcome(json=reply.body)
             if turn is not None and isinstance(response, dict):
                 if response.get("status") == "completed":
@@ -173,9 +190,12 @@ class ResponsesService:
             return outcome
 
         async def on_event(event: dict[str, Any]) -> None:
-            if event.get("type") == "response.created":
+            kind = event.get("type")
+            if kind == "response.created":
                 await record(event.get("response"))
-            elif event.get("type") == "response.completed" and turn is not None:
+            if kind in TERMINAL and meter is not None and self._metering is not None:
+                await self._metering.record(meter, (event.get("response") or {}).get("usage"))
+            if kind == "response.completed" and turn is not None:
                 await self._chat.learn(turn, output_text(event.get("response") or {}))
 
         cm = self._passthrough.stream(url, route.api_key, payload)
@@ -221,6 +241,7 @@ class ResponsesService:
         items: list[dict[str, Any]],
         account: Account,
         turn: PendingTurn | None,
+        meter: Meter | None,
     ) -> ChatOutcome:
         body = req.body
         history = await asyncio.to_thread(
@@ -228,7 +249,7 @@ class ResponsesService:
         )
         chat_body = chat_request(body, instructions, history)
         if not req.stream:
-            completion = await self._completer.complete(chat_body)
+            completion = await self._completer.complete(chat_body, meter)
             response = completion_to_response(body, new_id("resp"), completion)
             await self._save(account, body, items, response)
             outcome = ChatOutcome(json=orjson.dumps(response))
@@ -238,7 +259,7 @@ class ResponsesService:
                 )
             return outcome
         builder = StreamBuilder(body, new_id("resp"))
-        chunks = self._completer.stream(chat_body)
+        chunks = self._completer.stream(chat_body, meter)
         first = await anext(chunks, None)  # errors before the first chunk: a normal error reply
 
         async def events() -> AsyncIterator[bytes]:

@@ -3,8 +3,9 @@ into PostgreSQL.
 
 Every records table is copied (keys, facts and their history, change log, index outbox,
 account config, jobs in every state, dialectic sessions and turns, stored responses and chat
-completions) with its ids and sequence numbers, in batches in key order, then each identity
-sequence is moved past the highest ``seq`` copied.
+completions, metered usage) with its ids and sequence numbers, in batches in key order, then
+each identity sequence is moved past the highest ``seq`` copied. (Usage limits and counters
+are not: set the limits again on the new backend.)
 
 - The source is never changed: it is opened read-only (``mode=ro``) and read inside one read
   transaction, so the copy and the validation see one consistent snapshot even if a proxy is
@@ -58,6 +59,7 @@ TABLES: tuple[tuple[str, str], ...] = (
     ("dialectic_turns", "seq"),
     ("responses", "id"),
     ("chat_completions", "seq"),
+    ("usage_events", "seq"),
 )
 
 #: Tables whose target may hold more rows than the source's (``queue_reindex`` adds outbox

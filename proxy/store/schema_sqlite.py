@@ -231,7 +231,7 @@ MIGRATIONS: dict[int, str] = {
     """,
     # Per-scope write log (proxy/store/scope_writes.py): one row per index_outbox row, kept after
     # the outbox row is applied, so a replica's in-memory view of a scope
-    # (proxy/store/snapshot_cache.py) learns from ``max(seq)`` that the scope changed and from
+    # (proxy/services/scope_views.py) learns from ``max(seq)`` that the scope changed and from
     # the rows after its own version which facts did. Pruned by age (the newest row stays).
     12: """
     CREATE TABLE IF NOT EXISTS scope_writes (
@@ -246,5 +246,45 @@ MIGRATIONS: dict[int, str] = {
         INSERT OR IGNORE INTO scope_writes (scope_key, seq, account, fact_id, created_at)
             VALUES (new.scope_key, new.seq, new.account, new.fact_id, new.created_at);
     END;
+    """,
+    # Usage metering and limits (proxy/store/usage.py): one row per metered upstream call,
+    # the limits the operator set (key_id '' = the account's own), and counters per subject
+    # ('a:' account, 'k:' key) and window (minute windows; 'cost' per month, for budgets).
+    13: """
+    CREATE TABLE IF NOT EXISTS usage_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account TEXT NOT NULL,
+        key_id TEXT,
+        collection_id TEXT,
+        kind TEXT NOT NULL,
+        model TEXT NOT NULL,
+        route TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        day TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        memory_tokens INTEGER NOT NULL,
+        cost REAL,
+        memory_cost REAL
+    );
+    CREATE INDEX IF NOT EXISTS usage_events_account ON usage_events(account, created_at);
+    CREATE INDEX IF NOT EXISTS usage_events_created ON usage_events(created_at);
+    CREATE TABLE IF NOT EXISTS usage_limits (
+        account TEXT NOT NULL,
+        key_id TEXT NOT NULL DEFAULT '',
+        requests_per_minute INTEGER,
+        tokens_per_minute INTEGER,
+        monthly_budget REAL,
+        extraction_jobs_per_minute INTEGER,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (account, key_id)
+    );
+    CREATE TABLE IF NOT EXISTS usage_counters (
+        subject TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        win INTEGER NOT NULL,
+        amount REAL NOT NULL,
+        PRIMARY KEY (subject, metric, win)
+    );
     """,
 }
