@@ -56,6 +56,7 @@ from proxy.services.models import ModelCatalog
 from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
 from proxy.services.readiness import Readiness
+from proxy.services.rerank import Reranker
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.services.stored_completions import StoredCompletions
@@ -134,7 +135,14 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     lexical = lexical_index(db)
     if lexical.ensure():  # filled from the facts when missing or out of count
         log.warning("lexical index rebuilt from the facts")
-    retriever = Retriever(records, index, embedder, sync, lexical, settings.retrieval, metrics)
+    reranker = (
+        Reranker(settings.retrieval.reranker, metrics)
+        if settings.retrieval.reranker.model
+        else None
+    )
+    retriever = Retriever(
+        records, index, embedder, sync, lexical, settings.retrieval, metrics, reranker
+    )
     invalidations = Invalidations(db)  # other replicas' writes (Postgres LISTEN/NOTIFY)
     invalidations.start()
     account_config = AccountConfigService(AccountConfigStore(db, invalidations))

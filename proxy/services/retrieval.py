@@ -24,6 +24,7 @@ deleted value.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,12 @@ import numpy as np
 from proxy.config import RetrievalSettings
 from proxy.metrics import Metrics
 from proxy.models import Fact, Scope
+from proxy.services.fusion import blend, lift_common
 from proxy.services.indexing import IndexSync
 from proxy.services.query_terms import query_terms, without_words
+from proxy.services.rerank import Reranker
 from proxy.store.embed_cache import for_account
-from proxy.store.embedder import Embedder, l2_normalize
+from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import VectorIndex
 from proxy.store.lexical import LexicalIndex
@@ -86,6 +89,7 @@ class Retriever:
         lexical: LexicalIndex | None = None,
         settings: RetrievalSettings | None = None,
         metrics: Metrics | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self._records = records
         self._index = index
@@ -94,6 +98,7 @@ class Retriever:
         self._metrics = metrics or Metrics()
         self._lexical = lexical
         self._settings = settings or RetrievalSettings()
+        self._reranker = reranker
         self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
     def close(self) -> None:
@@ -125,7 +130,19 @@ class Retriever:
         vector = self._query_vector(scope, query, common)
         semantic = self._index.query(scope, vector, n, self._where(opts))
         lexical = pending.result()
-        return self._hits(scope, self._fuse(scope, vector, semantic, lexical, opts), opts)
+        fused = self._fuse(scope, vector, semantic, lexical, opts)
+        fused = lift_common(fused, self._texts(scope), common, self._settings.common_boost)
+        if self._reranker is not None:
+            head = [i for i, s in fused[: self._settings.reranker.top_n] if s >= opts.threshold]
+            fused = self._reranker.rerank(query, fused, self._texts(scope)(head))
+        return self._hits(scope, fused, opts)
+
+    def _texts(self, scope: Scope) -> Callable[[Sequence[str]], dict[str, str]]:
+        def read(ids: Sequence[str]) -> dict[str, str]:
+            facts = self._records.by_ids(scope, list(ids), now=time.time())
+            return {i: f.text for i, f in facts.items()}
+
+        return read
 
     def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
         """The terms found in at least ``common_term_share`` of the scope's facts."""
@@ -144,7 +161,7 @@ class Retriever:
         if mode == "drop":
             return self.embed_query(scope, rest)
         both = for_account(self._embedder, scope.account).embed([query, rest])
-        return l2_normalize(both.sum(axis=0, keepdims=True))[0]
+        return blend(both, self._settings.common_blend)
 
     def _fuse(
         self,
