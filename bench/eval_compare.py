@@ -39,28 +39,26 @@ BEFORE: dict[str, Any] = {
     "lexical_weight": 0.2,
     "lexical_saturation": 10.0,
     "common_words": "drop",
+    "common_boost": 0.0,
 }
 #: name -> settings over RetrievalSettings' model defaults; None is cosine alone.
 CANDIDATES: dict[str, dict[str, Any] | None] = {
     "cosine": None,
     "before (issue 19)": BEFORE,
+    "lexical weight 0": BEFORE | {"lexical_weight": 0.0},
     "keep": BEFORE | {"common_words": "keep"},
     "average": BEFORE | {"common_words": "average"},
     "saturation 0": BEFORE | {"lexical_saturation": 0.0},
     "average, sat 0": BEFORE | {"common_words": "average", "lexical_saturation": 0.0},
+    "blend .3": BEFORE | {"common_words": "average", "common_blend": 0.3},
+    "drop, boost .05": BEFORE | {"common_boost": 0.05},
+    "drop, boost .075": BEFORE | {"common_boost": 0.075},
     "drop, boost .1": BEFORE | {"common_boost": 0.1},
     "drop, boost .2": BEFORE | {"common_boost": 0.2},
-    "drop, boost .05": BEFORE | {"common_boost": 0.05},
-    "blend .3": BEFORE | {"common_words": "average", "common_blend": 0.3},
-    "blend .3, boost .1": BEFORE | {"common_words": "average", "common_blend": 0.3, "common_boost": 0.1},
-    "average, boost .1": BEFORE | {"common_words": "average", "common_boost": 0.1},
-    "drop, boost .075": BEFORE | {"common_boost": 0.075},
     "drop, boost .1, sat 0": BEFORE | {"common_boost": 0.1, "lexical_saturation": 0.0},
-    "drop, boost .1, wl .3": BEFORE | {"common_boost": 0.1, "lexical_weight": 0.3},
-    "blend .15, boost .05": BEFORE | {"common_words": "average", "common_blend": 0.15, "common_boost": 0.05},
-    "drop, boost .1, pool 64": BEFORE | {"common_boost": 0.1, "candidates": 64},
-    "average, wl .3": BEFORE | {"common_words": "average", "lexical_weight": 0.3},
-    "average, wl .1": BEFORE | {"common_words": "average", "lexical_weight": 0.1},
+    "average, boost .1": BEFORE | {"common_words": "average", "common_boost": 0.1},
+    "blend .15, boost .05": BEFORE
+    | {"common_words": "average", "common_blend": 0.15, "common_boost": 0.05},
 }
 METRICS = ("recall@5", "recall@10", "mrr")
 
@@ -93,13 +91,16 @@ def _latency_facts(n: int) -> list[tuple[str, str]]:
 
 
 def latency(
-    names: Sequence[str], questions: Sequence[str], n_facts: int = 10_000
+    names: Sequence[str],
+    questions: Sequence[str],
+    n_facts: int = 10_000,
+    base: Settings | None = None,
 ) -> dict[str, tuple[float, float]]:
     """p50/p95 ms per query of each configuration in one scope of ``n_facts`` facts."""
     from bench.bench_search import pct
 
     with tempfile.TemporaryDirectory(prefix="profilo-eval-lat-") as tmp:
-        settings = Settings(data_dir=Path(tmp))
+        settings = (base or Settings()).model_copy(update={"data_dir": Path(tmp)})
         db = open_database(settings)
         model = build_embedder(settings.embedding, settings.embedding.cache_dir or Path(tmp) / "m")
         index = FactIndex(settings.store, settings.chroma_path)

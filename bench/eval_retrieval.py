@@ -214,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", default=["retrieval", "dialogue"])
     parser.add_argument("--latency-facts", type=int, default=10_000, help="0: no latency")
     parser.add_argument("--latency-queries", type=int, default=200)
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="embedding.model for every configuration (e.g. local/multilingual-e5-small-q4)",
+    )
     args = parser.parse_args(argv)
     if args.grid or args.postgres or args.precision != ["fp32"]:
         return _first_set_reports(args)
@@ -223,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def compare(args: argparse.Namespace) -> int:
     """Cosine, every candidate and the defaults on both sets (and the hold-out): one table."""
     names = args.only or [*CANDIDATES, "defaults"]
+    embedding = {"model": args.embedding_model} if args.embedding_model else {}
     print(f"shipped defaults: {Settings().retrieval.model_dump()}")
+    print(f"embedding model: {Settings(embedding=embedding).embedding.model}")
     sets = {
         "retrieval": lambda: load_set(SET, args.users),
         "dialogue": lambda: load_set(DIALOGUE, args.users),
@@ -237,7 +244,7 @@ def compare(args: argparse.Namespace) -> int:
         print(f"{set_name}: {len(data['users'])} scopes, {facts} facts, "
               f"{len(data['questions'])} questions")  # fmt: skip
         opts = options_for("dialogue" if set_name == "hold-out" else set_name)
-        with loaded(data) as stack:
+        with loaded(data, Settings(embedding=embedding)) as stack:
             for name in names:
                 retriever = stack.retriever(settings_for(name))
                 results[name][set_name] = evaluate(retriever, data["questions"], opts)
@@ -246,7 +253,7 @@ def compare(args: argparse.Namespace) -> int:
     if args.latency_facts > 0:
         questions = [q["question"] for q in load_set(DIALOGUE)["questions"]]
         picked = random.Random(5).sample(questions, min(args.latency_queries, len(questions)))
-        lat = latency(names, picked, args.latency_facts)
+        lat = latency(names, picked, args.latency_facts, Settings(embedding=embedding))
     print()
     print("\n".join(table(results, chosen, lat)))
     for set_name in chosen:

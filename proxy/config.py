@@ -154,7 +154,7 @@ class RetrievalSettings(BaseModel):
     # plain average); a candidate holding the query's common words (a speaker's name) gains
     # ``common_boost`` of its gap to 1.
     common_blend: float = Field(default=0.5, ge=0.0, le=1.0)
-    common_boost: float = Field(default=0.0, ge=0.0, le=1.0)
+    common_boost: float = Field(default=0.075, ge=0.0, le=1.0)
     reranker: RerankerSettings = RerankerSettings()
 
 

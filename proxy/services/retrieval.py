@@ -38,6 +38,7 @@ from proxy.services.fusion import blend, lift_common
 from proxy.services.indexing import IndexSync
 from proxy.services.query_terms import query_terms, without_words
 from proxy.services.rerank import Reranker
+from proxy.store.e5_embedder import query_prefix
 from proxy.store.embed_cache import for_account
 from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
@@ -109,7 +110,8 @@ class Retriever:
         return self._lexical is not None and self._settings.lexical_weight > 0
 
     def embed_query(self, scope: Scope, query: str) -> Any:
-        return for_account(self._embedder, scope.account).embed([query])[0]
+        embedder = for_account(self._embedder, scope.account)
+        return embedder.embed([query_prefix(embedder) + query])[0]
 
     def search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         with self._metrics.retrieval_seconds.time():
@@ -160,7 +162,9 @@ class Retriever:
             return self.embed_query(scope, query)
         if mode == "drop":
             return self.embed_query(scope, rest)
-        both = for_account(self._embedder, scope.account).embed([query, rest])
+        embedder = for_account(self._embedder, scope.account)
+        prefix = query_prefix(embedder)
+        both = embedder.embed([prefix + query, prefix + rest])
         return blend(both, self._settings.common_blend)
 
     def _fuse(
