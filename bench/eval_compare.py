@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.eval.make_dialogue_set import PEOPLE, conversation
-from proxy.config import RetrievalSettings, Settings
+from proxy.config import RerankerSettings, RetrievalSettings, Settings
 from proxy.llm.embeddings import build_embedder
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
+from proxy.services.rerank import Reranker
 from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.changes import Outbox
 from proxy.store.db import open_database
@@ -63,10 +64,17 @@ CANDIDATES: dict[str, dict[str, Any] | None] = {
 METRICS = ("recall@5", "recall@10", "mrr")
 
 
-def settings_for(name: str) -> RetrievalSettings | None:
-    """``"defaults"``: what ships; else a candidate's settings."""
+#: Latency only: the defaults with the reranking stage on, against a local instant endpoint.
+RERANK = "defaults + rerank (fake)"
+
+
+def settings_for(name: str, rerank_url: str | None = None) -> RetrievalSettings | None:
+    """``"defaults"``: what ships; ``RERANK``: that with ``rerank_url``; else a candidate's."""
     if name == "defaults":
         return Settings().retrieval
+    if name == RERANK:
+        reranker = RerankerSettings(model="rerank-fake", api_base=rerank_url, top_n=30)
+        return Settings().retrieval.model_copy(update={"reranker": reranker})
     point = CANDIDATES[name]
     return None if point is None else RetrievalSettings(**point)
 
@@ -95,6 +103,7 @@ def latency(
     questions: Sequence[str],
     n_facts: int = 10_000,
     base: Settings | None = None,
+    rerank_url: str | None = None,
 ) -> dict[str, tuple[float, float]]:
     """p50/p95 ms per query of each configuration in one scope of ``n_facts`` facts."""
     from bench.bench_search import pct
@@ -123,9 +132,10 @@ def latency(
         qs = [_rename(q, pair) for q in questions]
         retrievers = {}
         for name in names:
-            rules = settings_for(name)
+            rules = settings_for(name, rerank_url)
             lex = lexical if rules is not None else None
-            retrievers[name] = Retriever(records, index, model, sync, lex, rules)
+            rr = Reranker(rules.reranker) if rules is not None and rules.reranker.model else None
+            retrievers[name] = Retriever(records, index, model, sync, lex, rules, reranker=rr)
         opts = options_for("dialogue")
         for q in qs[:10]:
             for r in retrievers.values():
@@ -187,6 +197,10 @@ def table(
         if lat is not None and name in lat:
             row += f"| {lat[name][0]:7.1f} {lat[name][1]:7.1f}"
         lines.append(row)
+    for name in [n for n in lat or {} if n not in results]:  # latency-only rows
+        assert lat is not None
+        cells = "".join(f"| {'(same order)':>31}" for _ in sets)
+        lines.append(f"{name:<28}{cells}| {lat[name][0]:7.1f} {lat[name][1]:7.1f}")
     return lines
 
 

@@ -35,7 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.eval_compare import CANDIDATES, by_type, latency, options_for, settings_for, table
+from bench.eval_compare import (
+    CANDIDATES,
+    RERANK,
+    by_type,
+    latency,
+    options_for,
+    settings_for,
+    table,
+)
+from bench.rerank_fake import FakeRerankServer
 from proxy.config import RetrievalSettings, Settings
 from proxy.llm.embeddings import build_embedder
 from proxy.models import Fact, Scope
@@ -215,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-facts", type=int, default=10_000, help="0: no latency")
     parser.add_argument("--latency-queries", type=int, default=200)
     parser.add_argument(
+        "--rerank-latency",
+        action="store_true",
+        help="also time the defaults with retrieval.reranker on (a local instant endpoint)",
+    )
+    parser.add_argument(
         "--embedding-model",
         default=None,
         help="embedding.model for every configuration (e.g. local/multilingual-e5-small-q4)",
@@ -253,7 +267,9 @@ def compare(args: argparse.Namespace) -> int:
     if args.latency_facts > 0:
         questions = [q["question"] for q in load_set(DIALOGUE)["questions"]]
         picked = random.Random(5).sample(questions, min(args.latency_queries, len(questions)))
-        lat = latency(names, picked, args.latency_facts, Settings(embedding=embedding))
+        with FakeRerankServer() as url:
+            timed = [*names, RERANK] if args.rerank_latency else names
+            lat = latency(timed, picked, args.latency_facts, Settings(embedding=embedding), url)
     print()
     print("\n".join(table(results, chosen, lat)))
     for set_name in chosen:
