@@ -69,6 +69,21 @@ def test_lift_common_closes_part_of_the_gap_for_facts_holding_the_common_words()
     ]
 
 
+def test_lift_common_reads_only_the_candidates_that_could_reach_the_results() -> None:
+    asked: list[list[str]] = []
+
+    def read(ids: Any) -> dict[str, str]:
+        asked.append(list(ids))
+        return {i: "Caroline" for i in ids}
+
+    candidates = [("a", 0.9), ("b", 0.8), ("c", 0.5), ("d", 0.1)]
+    got = lift_common(candidates, read, {"caroline"}, 0.2, need=2)
+    # c could reach 0.6 at most, under the second best (0.8): neither c nor d is read
+    assert asked == [["a", "b"]]
+    assert [i for i, _ in got] == ["a", "b", "c", "d"]
+    assert dict(got)["c"] == 0.5 and dict(got)["b"] == pytest.approx(0.84)
+
+
 def test_the_name_in_the_question_picks_the_speakers_fact() -> None:
     """Both speakers went hiking: with the name left out of the query embedding and no lift,
     nothing tells their facts apart; the lift puts the named speaker's fact first (nearly

@@ -35,14 +35,23 @@ def lift_common(
     texts: Callable[[Sequence[str]], Mapping[str, str]],
     common: set[str],
     weight: float,
+    need: int | None = None,
 ) -> list[tuple[str, float]]:
-    """``candidates`` (id, score) re-scored: score + weight * share * (1 - score), share = the
-    part of ``common`` the fact's text holds; best first."""
+    """``candidates`` (id, score, best first) re-scored: score + weight * share * (1 - score),
+    share = the part of ``common`` the fact's text holds; best first. With ``need``, only the
+    candidates that could reach the first ``need`` with a full lift are read and lifted."""
     if weight <= 0 or not common or not candidates:
         return list(candidates)
-    found = texts([i for i, _ in candidates])
-    out = []
-    for fact_id, score in candidates:
-        share = len(common & words_of(found.get(fact_id, ""))) / len(common)
-        out.append((fact_id, score + weight * share * (1.0 - score) if score < 1.0 else score))
-    return sorted(out, key=lambda item: item[1], reverse=True)
+
+    def lifted(score: float, share: float) -> float:
+        return score + weight * share * (1.0 - score) if score < 1.0 else score
+
+    head, tail = list(candidates), []
+    if need is not None and len(candidates) > need:
+        bar = candidates[need - 1][1]
+        cut = next((n for n, (_, s) in enumerate(candidates) if lifted(s, 1.0) < bar), None)
+        if cut is not None:
+            head, tail = head[:cut], head[cut:]
+    found = texts([i for i, _ in head])
+    out = [(i, lifted(s, len(common & words_of(found.get(i, ""))) / len(common))) for i, s in head]
+    return sorted(out, key=lambda item: item[1], reverse=True) + tail

@@ -133,7 +133,8 @@ class Retriever:
         semantic = self._index.query(scope, vector, n, self._where(opts))
         lexical = pending.result()
         fused = self._fuse(scope, vector, semantic, lexical, opts)
-        fused = lift_common(fused, self._texts(scope), common, self._settings.common_boost)
+        need = opts.top_k * (8 if _post_filtered(opts) else 1)
+        fused = lift_common(fused, self._texts(scope), common, self._settings.common_boost, need)
         if self._reranker is not None:
             head = [i for i, s in fused[: self._settings.reranker.top_n] if s >= opts.threshold]
             fused = self._reranker.rerank(query, fused, self._texts(scope)(head))
