@@ -14,8 +14,10 @@ word with the query scores exactly its cosine (thresholds keep their meaning).
 Words found in a large share of the scope's facts (typically the user's own name) carry little
 information: they are left out of the lexical query, and (``common_words``) the query is
 embedded a second time without them and the two vectors averaged (``average``), or embedded
-without them only (``drop``), or as is (``keep``). With ``lexical_weight`` 0 (or no lexical index)
-this is cosine alone, as before.
+without them only (``drop``), or as is (``keep``); a candidate holding them gains
+``common_boost`` of its gap to 1 (``proxy/services/fusion.py``: in a conversation the name says
+whose facts answer). An optional reranker (``proxy/services/rerank.py``) may then reorder the
+first candidates. With ``lexical_weight`` 0 (or no lexical index) this is cosine alone, as before.
 
 The facts themselves are read back from the records by id, so a result is never a stale or
 deleted value.
