@@ -40,6 +40,7 @@ BEFORE: dict[str, Any] = {
     "lexical_weight": 0.2,
     "lexical_saturation": 10.0,
     "common_words": "drop",
+    "common_blend": 0.5,  # what "average" meant then
     "common_boost": 0.0,
 }
 #: name -> settings over RetrievalSettings' model defaults; None is cosine alone.
@@ -60,6 +61,13 @@ CANDIDATES: dict[str, dict[str, Any] | None] = {
     "average, boost .1": BEFORE | {"common_words": "average", "common_boost": 0.1},
     "blend .15, boost .05": BEFORE
     | {"common_words": "average", "common_blend": 0.15, "common_boost": 0.05},
+    "blend .2": BEFORE | {"common_words": "average", "common_blend": 0.2},
+    "blend .2, boost .075": BEFORE
+    | {"common_words": "average", "common_blend": 0.2, "common_boost": 0.075},
+    "blend .3, boost .075": BEFORE
+    | {"common_words": "average", "common_blend": 0.3, "common_boost": 0.075},
+    "blend .1, boost .1": BEFORE
+    | {"common_words": "average", "common_blend": 0.1, "common_boost": 0.1},
 }
 METRICS = ("recall@5", "recall@10", "mrr")
 

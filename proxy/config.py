@@ -149,12 +149,12 @@ class RetrievalSettings(BaseModel):
     common_term_share: float = Field(default=0.2, gt=0.0, le=1.0)
     common_term_min_facts: int = Field(default=20, ge=1)
     # average: embed the query with and without them, average; drop: embed it without them
-    common_words: Literal["average", "drop", "keep"] = "drop"
+    common_words: Literal["average", "drop", "keep"] = "average"
     # issue 19 (proxy/services/fusion.py): in ``average``, the weight of the query as is (0.5:
     # plain average); a candidate holding the query's common words (a speaker's name) gains
     # ``common_boost`` of its gap to 1.
-    common_blend: float = Field(default=0.5, ge=0.0, le=1.0)
-    common_boost: float = Field(default=0.075, ge=0.0, le=1.0)
+    common_blend: float = Field(default=0.2, ge=0.0, le=1.0)
+    common_boost: float = Field(default=0.0, ge=0.0, le=1.0)
     reranker: RerankerSettings = RerankerSettings()
 
 

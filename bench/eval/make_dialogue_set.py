@@ -126,33 +126,36 @@ def conversation(rng: random.Random, conv: str, pair: list[tuple[str, ...]]) -> 
     cats = sorted({str(t["category"]) for t in THREADS if t["category"]})
     shared = rng.sample(cats, 3)
     personas = [_persona(rng, pair[0], pair[1]), _persona(rng, pair[1], pair[0])]
-    # what is said in each session: (speaker index, observation, answers-for or None)
-    said: list[list[tuple[int, str, Any]]] = [[] for _ in range(sessions)]
+    # what is said in each session: (speaker, observation, answers-for or None, whose
+    # storyline it tells: its placeholders are filled from that speaker's persona)
+    said: list[list[tuple[int, str, Any, int]]] = [[] for _ in range(sessions)]
     plan: list[tuple[int, dict[str, Any]]] = []
     for who in (0, 1):
         for thread in _threads(rng, shared, rng.randint(10, 14)):
             plan.append((who, thread))
             at = sorted(rng.sample(range(sessions), len(thread["events"])))
             for s, event in zip(at, thread["events"], strict=True):
-                said[s].append((who, rng.choice(event["obs"]), (who, id(thread), id(event))))
-                if event["react"] and rng.random() < 0.7:
-                    said[s].append((1 - who, rng.choice(event["react"]), None))
+                said[s].append((who, rng.choice(event["obs"]), (who, id(thread), id(event)), who))
+                if event["react"] and rng.random() < 0.7:  # the other one answers ({O})
+                    said[s].append((1 - who, rng.choice(event["react"]), None, who))
     facts: list[dict[str, str]] = []
     where: dict[tuple[int, int, int], str] = {}  # (speaker, thread, event) -> fact id
+    decks: list[list[str]] = [[], []]  # small talk: each line once per speaker, then again
     for s in range(sessions):
         lines = list(said[s])
         for who in (0, 1):
             for _ in range(max(1, round(rng.gauss(chat_rate, 1.5)))):
-                line = rng.choice(CHAT).replace("{x}", rng.choice(THINGS))
-                lines.append((who, line, None))
+                if not decks[who]:
+                    decks[who] = rng.sample(CHAT, len(CHAT))
+                line = decks[who].pop().replace("{x}", rng.choice(THINGS))
+                lines.append((who, line, None, who))
         rng.shuffle(lines)
-        for who, line, answers in lines:
-            slots = personas[who]
-            text = _fill(line, slots)
+        for who, line, answers, about in lines:
+            text = _fill(line, personas[about])
             text = fmt.format(d=dates[s], o=text[0].upper() + text[1:])
             fid = f"{conv}_obs_{len(facts) + 1}"
             facts.append(
-                {"id": fid, "key": f"obs_{len(facts) + 1}", "value": f"{slots['S']}: {text}"}
+                {"id": fid, "key": f"obs_{len(facts) + 1}", "value": f"{pair[who][0]}: {text}"}
             )
             if answers is not None:
                 where[answers] = fid
