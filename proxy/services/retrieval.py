@@ -13,7 +13,8 @@ stay in [-1, 1], the API's ``threshold`` applies to this fused score, and a fact
 word with the query scores exactly its cosine (thresholds keep their meaning).
 Words found in a large share of the scope's facts (typically the user's own name) carry little
 information: they are left out of the lexical query, and (``common_words``) the query is
-embedded a second time without them and the two vectors averaged (``average``), or embedded
+embedded a second time without them and the two vectors blended (``average``,
+``common_blend`` the weight of the query as is), or embedded
 without them only (``drop``), or as is (``keep``); a candidate holding them gains
 ``common_boost`` of its gap to 1 (``proxy/services/fusion.py``: in a conversation the name says
 whose facts answer). An optional reranker (``proxy/services/rerank.py``) may then reorder the
