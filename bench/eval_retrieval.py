@@ -1,15 +1,21 @@
-"""Retrieval quality on ``bench/eval/retrieval_set.json``: cosine alone vs hybrid, one run.
+"""Retrieval quality on both evaluation sets: cosine, every candidate and the shipped defaults.
 
-    python -m bench.eval_retrieval                 # recall@5, recall@10, MRR, by question type
-    python -m bench.eval_retrieval --grid          # also sweep the fusion weights / options
-    python -m bench.eval_retrieval --users 2       # a quick subset
+    python -m bench.eval_retrieval                 # both sets, one table, latency at 10k facts
+    python -m bench.eval_retrieval --users 2 --latency-facts 0   # a quick subset, no latency
+    python -m bench.eval_retrieval --holdout       # also the dialogue set's hold-out (at the end)
+    python -m bench.eval_retrieval --only cosine defaults        # some configurations only
+    python -m bench.eval_retrieval --grid          # also sweep the fusion weights (first set)
     python -m bench.eval_retrieval --precision fp32 int8   # embedding.precision side by side
+
+Sets: ``bench/eval/retrieval_set.json`` (``make_set.py``: one user's extracted facts) and
+``bench/eval/dialogue_set.json`` (``make_dialogue_set.py``: two speakers' dated observations);
+both were written here. The candidates and the table: ``bench/eval_compare.py``.
 
 In-process, on the classes the app wires together (``FactRecords``, ``Outbox``, ``FactIndex``,
 ``IndexSync``, ``LexicalIndex``, ``Retriever``) with the real local embedding model, in a
-temporary data dir. Every user's facts go into their own scope (account ``eval``, collection =
-the user); each question is asked in its user's scope with ``top_k`` 10 and no threshold.
-Cosine alone is the same ``Retriever`` with no lexical index: the path before hybrid retrieval.
+temporary data dir. Every user's (conversation's) facts go into their own scope (account
+``eval``, collection = the user); each question is asked in its user's scope. Cosine alone is
+the same ``Retriever`` with no lexical index: the path before hybrid retrieval.
 
 Metrics per question, averaged: recall@k = share of the relevant facts in the top k; MRR =
 1 / rank of the first relevant fact (0 when none in the top 10).
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 import time
@@ -28,26 +35,44 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.eval_compare import (
+    CANDIDATES,
+    RERANK,
+    by_type,
+    latency,
+    options_for,
+    settings_for,
+    table,
+)
+from bench.rerank_fake import FakeRerankServer
 from proxy.config import RetrievalSettings, Settings
 from proxy.llm.embeddings import build_embedder
+from proxy.metrics import Metrics
 from proxy.models import Fact, Scope
 from proxy.services.indexing import IndexSync
 from proxy.services.retrieval import Retriever, SearchOptions
+from proxy.services.scope_views import ScopeViews
 from proxy.store.changes import Outbox
-from proxy.store.db import open_database
+from proxy.store.db import Database, open_database
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import FactIndex
 from proxy.store.lexical import LexicalIndex
 from proxy.store.lexical_pg import lexical_index
+from proxy.store.scope_writes import ScopeWrites
 
 SET = Path(__file__).resolve().parent / "eval" / "retrieval_set.json"
+DIALOGUE = SET.with_name("dialogue_set.json")
 ACCOUNT = "eval"
 K = 10
 
 
-def load_set(path: Path = SET, users: int | None = None) -> dict[str, Any]:
+def load_set(path: Path = SET, users: int | None = None, holdout: bool = False) -> dict[str, Any]:
+    """The set's users (``holdout``: only its hold-out ones, else only the others)."""
     data: dict[str, Any] = json.loads(path.read_text())
+    picked = {u["user"] for u in data["users"] if bool(u.get("holdout")) == holdout}
+    data["users"] = [u for u in data["users"] if u["user"] in picked]
+    data["questions"] = [q for q in data["questions"] if q["user"] in picked]
     if users is not None:
         keep = {u["user"] for u in data["users"][:users]}
         data["users"] = [u for u in data["users"] if u["user"] in keep]
@@ -62,11 +87,26 @@ class Stack:
     embedder: CachedEmbedder
     sync: IndexSync
     lexical: LexicalIndex
+    db: Database
 
     def retriever(self, settings: RetrievalSettings | None) -> Retriever:
-        """Hybrid with ``settings``; ``None``: cosine alone (no lexical index)."""
-        lexical = self.lexical if settings is not None else None
-        return Retriever(self.records, self.index, self.embedder, self.sync, lexical, settings)
+        """Hybrid with ``settings``, on scope views as shipped (``views_mb`` 0: the indexes);
+        ``None``: cosine alone (no lexical index, the vector index's search)."""
+        if settings is None:
+            return Retriever(self.records, self.index, self.embedder, self.sync, None, None)
+        views = ScopeViews(
+            self.records,
+            self.index,
+            ScopeWrites(self.db),
+            self.sync,
+            self.embedder.dim,
+            settings,
+            Metrics(),
+            fts5_lengths=self.db.dialect == "sqlite",
+        )
+        return Retriever(
+            self.records, self.index, self.embedder, self.sync, self.lexical, settings, views=views
+        )
 
 
 @contextmanager
@@ -104,16 +144,18 @@ def loaded(data: dict[str, Any], settings: Settings | None = None) -> Iterator[S
                     )
             sync.flush(scope)
         try:
-            yield Stack(records, index, embedder, sync, lexical)
+            yield Stack(records, index, embedder, sync, lexical, db)
         finally:
             index.close()
             db.close()
 
 
-def evaluate(retriever: Retriever, questions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def evaluate(
+    retriever: Retriever, questions: Sequence[dict[str, Any]], opts: SearchOptions | None = None
+) -> dict[str, Any]:
     """Recall@5, recall@10 and MRR, overall and by question type."""
     groups: dict[str, list[tuple[float, float, float]]] = {}
-    opts = SearchOptions(top_k=K, threshold=-1.0)
+    opts = opts or SearchOptions(top_k=K, threshold=-1.0)
     for q in questions:
         ids = [h.fact.id for h in retriever.search(Scope(ACCOUNT, q["user"]), q["question"], opts)]
         relevant = set(q["relevant"])
@@ -180,7 +222,7 @@ def _compare(a: str, ra: dict[str, Any], b: str, rb: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=None, help="only the first N users")
-    parser.add_argument("--grid", action="store_true", help="sweep fusion settings too")
+    parser.add_argument("--grid", action="store_true", help="first set: sweep fusion settings")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument(
         "--precision",
@@ -192,9 +234,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--postgres",
         action="store_true",
-        help="also run hybrid on PostgreSQL (tsvector BM25) in this run and compare",
+        help="first set: also run hybrid on PostgreSQL (tsvector BM25) in this run and compare",
+    )
+    parser.add_argument("--holdout", action="store_true", help="also the dialogue hold-out")
+    parser.add_argument("--only", nargs="+", default=None, help="these configurations only")
+    parser.add_argument("--sets", nargs="+", default=["retrieval", "dialogue"])
+    parser.add_argument("--latency-facts", type=int, default=10_000, help="0: no latency")
+    parser.add_argument("--latency-queries", type=int, default=200)
+    parser.add_argument(
+        "--rerank-latency",
+        action="store_true",
+        help="also time the defaults with retrieval.reranker on (a local instant endpoint)",
+    )
+    parser.add_argument(
+        "--embedding-model",
+        default=None,
+        help="embedding.model for every configuration (e.g. local/multilingual-e5-small-q4)",
     )
     args = parser.parse_args(argv)
+    if args.grid or args.postgres or args.precision != ["fp32"]:
+        return _first_set_reports(args)
+    return compare(args)
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Cosine, every candidate and the defaults on both sets (and the hold-out): one table."""
+    names = args.only or [*CANDIDATES, "defaults"]
+    embedding = {"model": args.embedding_model} if args.embedding_model else {}
+    print(f"shipped defaults: {Settings().retrieval.model_dump()}")
+    print(f"embedding model: {Settings(embedding=embedding).embedding.model}")
+    sets = {
+        "retrieval": lambda: load_set(SET, args.users),
+        "dialogue": lambda: load_set(DIALOGUE, args.users),
+        "hold-out": lambda: load_set(DIALOGUE, args.users, holdout=True),
+    }
+    chosen = [s for s in args.sets if s in sets] + (["hold-out"] if args.holdout else [])
+    results: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for set_name in chosen:
+        data = sets[set_name]()
+        facts = sum(len(u["facts"]) for u in data["users"])
+        print(f"{set_name}: {len(data['users'])} scopes, {facts} facts, "
+              f"{len(data['questions'])} questions")  # fmt: skip
+        opts = options_for("dialogue" if set_name == "hold-out" else set_name)
+        with loaded(data, Settings(embedding=embedding)) as stack:
+            for name in names:
+                retriever = stack.retriever(settings_for(name))
+                results[name][set_name] = evaluate(retriever, data["questions"], opts)
+                retriever.close()
+    lat = None
+    if args.latency_facts > 0:
+        questions = [q["question"] for q in load_set(DIALOGUE)["questions"]]
+        picked = random.Random(5).sample(questions, min(args.latency_queries, len(questions)))
+        with FakeRerankServer() as url:
+            timed = [*names, RERANK] if args.rerank_latency else names
+            lat = latency(timed, picked, args.latency_facts, Settings(embedding=embedding), url)
+    print()
+    print("\n".join(table(results, chosen, lat)))
+    for set_name in chosen:
+        print()
+        print("\n".join(by_type(results, set_name)))
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "latency": lat}, indent=1))
+    return 0
+
+
+def _first_set_reports(args: argparse.Namespace) -> int:
+    """The first set's older reports: grid, embedding precision, PostgreSQL."""
     data = load_set(users=args.users)
     hybrid_settings = Settings().retrieval  # the defaults shipped (configs/default.yaml)
     facts = sum(len(u["facts"]) for u in data["users"])

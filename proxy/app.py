@@ -61,6 +61,7 @@ from proxy.services.models import ModelCatalog
 from proxy.services.openai_relay import OpenAIRelay
 from proxy.services.profile import ProfileService
 from proxy.services.readiness import Readiness
+from proxy.services.rerank import Reranker
 from proxy.services.responses import ResponsesService
 from proxy.services.retrieval import Retriever
 from proxy.services.scope_views import ScopeViews
@@ -185,8 +186,13 @@ def build_services(
         metrics or Metrics(),
         fts5_lengths=db.dialect == "sqlite",
     )
+    reranker = (
+        Reranker(settings.retrieval.reranker, metrics)
+        if settings.retrieval.reranker.model
+        else None
+    )
     retriever = Retriever(
-        records, index, embedder, sync, lexical, settings.retrieval, metrics, views
+        records, index, embedder, sync, lexical, settings.retrieval, metrics, reranker, views
     )
     invalidations = Invalidations(db)  # other replicas' writes (Postgres LISTEN/NOTIFY)
     invalidations.start()

@@ -124,6 +124,19 @@ class ProfileSettings(BaseModel):
     redaction: RedactionSettings = RedactionSettings()
 
 
+class RerankerSettings(BaseModel):
+    """An optional cross-encoder behind a rerank endpoint (``POST /v1/rerank``: Cohere, Jina,
+    TEI, vLLM, Infinity, LiteLLM's proxy), called through litellm; off while ``model`` is unset.
+    See proxy/services/rerank.py."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None  # litellm's name, e.g. "cohere/rerank-english-v3.0"
+    api_base: str | None = None
+    api_key: str | None = None
+    top_n: int = Field(default=30, ge=1, le=1000)  # fused candidates sent to it
+    timeout_seconds: float = Field(default=2.0, gt=0)
+
+
 class RetrievalSettings(BaseModel):
     """Hybrid retrieval: score = cosine + lexical_weight * lexical * (1 - cosine), lexical =
     bm25 / (bm25 + lexical_saturation), or bm25 / the query's best bm25 when
@@ -136,7 +149,13 @@ class RetrievalSettings(BaseModel):
     common_term_share: float = Field(default=0.2, gt=0.0, le=1.0)
     common_term_min_facts: int = Field(default=20, ge=1)
     # average: embed the query with and without them, average; drop: embed it without them
-    common_words: Literal["average", "drop", "keep"] = "drop"
+    common_words: Literal["average", "drop", "keep"] = "average"
+    # issue 19 (proxy/services/fusion.py): in ``average``, the weight of the query as is (0.5:
+    # plain average); a candidate holding the query's common words (a speaker's name) gains
+    # ``common_boost`` of its gap to 1.
+    common_blend: float = Field(default=0.2, ge=0.0, le=1.0)
+    common_boost: float = Field(default=0.0, ge=0.0, le=1.0)
+    reranker: RerankerSettings = RerankerSettings()
     # Scope views (proxy/services/scope_views.py): each user's facts, vectors and BM25 index in
     # memory at the scope's write version. views_mb bounds them (0: off, every lookup reads the
     # indexes); scopes over views_max_facts are never held; those up to views_inline_facts are

@@ -149,6 +149,20 @@ class Metrics:
             "Estimated memory held by the scope views (bounded by retrieval.views_mb)",
             registry=r,
         )
+        self.rerank = Counter(
+            "profilo_rerank",
+            "Rerank calls by outcome: ok, failed (timeout or error: fused order kept)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "failed"):
+            self.rerank.labels(outcome)
+        self.rerank_seconds = Histogram(
+            "profilo_rerank_duration_seconds",
+            "Rerank calls (retrieval.reranker), failed ones included",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.jobs = Counter(
             "profilo_jobs",
             "Extraction job attempts by outcome (done, retried, failed, repeated)",

@@ -23,8 +23,9 @@ from proxy.config import ProfileSettings, StoreSettings
 from proxy.errors import BadRequest, Unavailable
 from proxy.models import Fact, Scope
 from proxy.services.fact_rules import category_for, coerce_value, normalize_key
+from proxy.services.hits import matches_feature
 from proxy.services.indexing import IndexSync
-from proxy.services.retrieval import Retriever, SearchOptions, matches_feature
+from proxy.services.retrieval import Retriever, SearchOptions
 from proxy.store.changes import ChangeLog, ChangeQuery, Outbox
 from proxy.store.db import Database, SqliteDatabase, open_database
 from proxy.store.embedder import MiniLMEmbedder

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from proxy.deps import current_account, get_services, request_id, scope_for
 from proxy.errors import BadRequest
 from proxy.models import FLAT_KEYS, Account, Scope
 from proxy.schemas.profile import DeleteByQuery, SearchRequest, fact_json, iso, snapshot_json
+from proxy.services import rerank
 from proxy.services.profile import PatchResult
 from proxy.store.changes import ChangeQuery
 from proxy.store.facts import Change
@@ -113,13 +114,17 @@ def patch_profile(
 @router.post("/search", summary="Semantic search over the profile's facts")
 def search_profile(
     request: Request,
+    response: Response,
     req: SearchRequest,
     account: Account = Depends(current_account),
     collection_id: str | None = Query(None),
     user_id: str | None = Query(None),
 ) -> dict[str, Any]:
     scope = scope_for(account, collection_id, user_id, req.collection_id)
+    rerank.outcome.set(None)
     hits = get_services(request).profile.search(scope, req)
+    if (reranked := rerank.outcome.get()) is not None:
+        response.headers["X-Profilo-Rerank"] = reranked
     return {
         "facts": [fact_json(h.fact, score=h.score) for h in hits],
         "collection_id": scope.collection_id,

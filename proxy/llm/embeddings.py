@@ -12,6 +12,7 @@ import numpy as np
 
 from proxy.config import EmbeddingSettings, resolve_secret
 from proxy.errors import Unavailable
+from proxy.store.e5_embedder import E5_NAME, E5Embedder
 from proxy.store.embedder import MINILM_NAME, Embedder, MiniLMEmbedder, l2_normalize
 
 
@@ -121,6 +122,8 @@ def build_embedder(settings: EmbeddingSettings, cache_dir: Path) -> Embedder:
     ``settings.precision``) or litellm (``precision`` does not apply)."""
     if settings.model == MINILM_NAME:
         return MiniLMEmbedder(cache_dir, precision=settings.precision)
+    if settings.model == E5_NAME:
+        return E5Embedder()
     return LiteLLMEmbedder(
         settings.model,
         api_base=resolve_secret(settings.api_base),

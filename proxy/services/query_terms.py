@@ -58,3 +58,8 @@ def without_words(query: str, words: set[str]) -> str:
         if m.group(0).lower().removesuffix("'s") not in words
     ]
     return " ".join(kept)
+
+
+def words_of(text: str) -> set[str]:
+    """Every word of ``text``, lower-cased, possessives stripped (no stopword removal, no cap)."""
+    return {m.group(0).lower().removesuffix("'s") for m in _WORD.finditer(text)}

@@ -13,9 +13,12 @@ stay in [-1, 1], the API's ``threshold`` applies to this fused score, and a fact
 word with the query scores exactly its cosine (thresholds keep their meaning).
 Words found in a large share of the scope's facts (typically the user's own name) carry little
 information: they are left out of the lexical query, and (``common_words``) the query is
-embedded a second time without them and the two vectors averaged (``average``), or embedded
-without them only (``drop``), or as is (``keep``). With ``lexical_weight`` 0 (or no lexical index)
-this is cosine alone, as before.
+embedded a second time without them and the two vectors blended (``average``,
+``common_blend`` the weight of the query as is), or embedded
+without them only (``drop``), or as is (``keep``); a candidate holding them gains
+``common_boost`` of its gap to 1 (``proxy/services/fusion.py``: in a conversation the name says
+whose facts answer). An optional reranker (``proxy/services/rerank.py``) may then reorder the
+first candidates. With ``lexical_weight`` 0 (or no lexical index) this is cosine alone, as before.
 
 The facts themselves are read back from the records by id, so a result is never a stale or
 deleted value.
@@ -24,59 +27,28 @@ deleted value.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from proxy.config import RetrievalSettings
 from proxy.metrics import Metrics
-from proxy.models import Fact, Scope
+from proxy.models import Scope
+from proxy.services.fusion import blend, lift_common
+from proxy.services.hits import Hit, SearchOptions, post_filtered, select
 from proxy.services.indexing import IndexSync
 from proxy.services.query_terms import query_terms, without_words
+from proxy.services.rerank import Reranker
 from proxy.services.scope_views import ScopeViews
+from proxy.store.e5_embedder import query_prefix
 from proxy.store.embed_cache import for_account
-from proxy.store.embedder import Embedder, l2_normalize
+from proxy.store.embedder import Embedder
 from proxy.store.facts import FactRecords
 from proxy.store.index import VectorIndex
 from proxy.store.lexical import LexicalIndex
 from proxy.store.snapshot import ScopeSnapshot
-
-
-@dataclass(slots=True)
-class Hit:
-    fact: Fact
-    score: float
-
-
-@dataclass(slots=True)
-class SearchOptions:
-    top_k: int = 10
-    threshold: float = 0.0
-    kind: str | None = None
-    source: str | None = None
-    custom_feature: str | dict[str, Any] | None = None
-    min_confidence: float | None = None
-
-
-def matches_feature(fact: Fact, feature: str | dict[str, Any] | None) -> bool:
-    """Reflexio's ``custom_feature``: a metadata key the fact must have (``"tier"``), a
-    ``"key=value"`` pair, or a mapping of key/value pairs that must all match."""
-    if feature is None:
-        return True
-    if isinstance(feature, dict):
-        return all(k in fact.metadata and fact.metadata[k] == v for k, v in feature.items())
-    key, sep, value = feature.partition("=")
-    if not sep:
-        return key in fact.metadata
-    return key in fact.metadata and str(fact.metadata[key]) == value
-
-
-def _post_filtered(opts: SearchOptions) -> bool:
-    """Options checked on the fact rows (not in the index): more candidates are needed."""
-    return opts.custom_feature is not None or opts.min_confidence is not None
 
 
 class Retriever:
@@ -89,6 +61,7 @@ class Retriever:
         lexical: LexicalIndex | None = None,
         settings: RetrievalSettings | None = None,
         metrics: Metrics | None = None,
+        reranker: Reranker | None = None,
         views: ScopeViews | None = None,
     ) -> None:
         self._records = records
@@ -99,6 +72,7 @@ class Retriever:
         self._lexical = lexical
         self._views = views if views is not None and views.enabled else None
         self._settings = settings or RetrievalSettings()
+        self._reranker = reranker
         self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
 
     def close(self) -> None:
@@ -111,7 +85,8 @@ class Retriever:
         return self._lexical is not None and self._settings.lexical_weight > 0
 
     def embed_query(self, scope: Scope, query: str) -> Any:
-        return for_account(self._embedder, scope.account).embed([query])[0]
+        embedder = for_account(self._embedder, scope.account)
+        return embedder.embed([query_prefix(embedder) + query])[0]
 
     def open(self, scope: Scope) -> ScopeSnapshot | None:
         """The scope's in-memory view at its write version (None: read the indexes), after
@@ -158,9 +133,17 @@ class Retriever:
                 keywords = [t for t in terms if t not in common]
                 lexical = view.lexical(keywords, n)
                 ranked = self._fuse(vector, ranked, lexical, opts, view.vectors)
-            ranked = [(i, s) for i, s in ranked if s >= opts.threshold]
+
+        def texts(ids: Sequence[str]) -> dict[str, str]:
+            with view.lock:
+                return {i: f.text for i, f in view.facts(ids, now).items()}
+
+        if self.hybrid:  # outside the lock: the reranking stage may call out
+            ranked = self._finish(query, ranked, common, opts, texts)
+        ranked = [(i, s) for i, s in ranked if s >= opts.threshold]
+        with view.lock:
             facts = view.facts([i for i, _ in ranked], now)
-        return self._select(ranked, facts, opts)
+        return select(ranked, facts, opts)
 
     def _search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         if not self.hybrid:
@@ -180,7 +163,32 @@ class Retriever:
         def stored(ids: list[str]) -> dict[str, Any]:
             return self._index.vectors(scope, ids)
 
-        return self._hits(scope, self._fuse(vector, semantic, lexical, opts, stored), opts)
+        fused = self._fuse(vector, semantic, lexical, opts, stored)
+        fused = self._finish(query, fused, common, opts, self._texts(scope))
+        return self._hits(scope, fused, opts)
+
+    def _finish(
+        self,
+        query: str,
+        fused: list[tuple[str, float]],
+        common: set[str],
+        opts: SearchOptions,
+        texts: Callable[[Sequence[str]], dict[str, str]],
+    ) -> list[tuple[str, float]]:
+        """The common-word lift, then the optional reranking stage (both paths)."""
+        need = opts.top_k * (8 if post_filtered(opts) else 1)
+        fused = lift_common(fused, texts, common, self._settings.common_boost, need)
+        if self._reranker is not None:
+            head = [i for i, s in fused[: self._settings.reranker.top_n] if s >= opts.threshold]
+            fused = self._reranker.rerank(query, fused, texts(head))
+        return fused
+
+    def _texts(self, scope: Scope) -> Callable[[Sequence[str]], dict[str, str]]:
+        def read(ids: Sequence[str]) -> dict[str, str]:
+            facts = self._records.by_ids(scope, list(ids), now=time.time())
+            return {i: f.text for i, f in facts.items()}
+
+        return read
 
     def common_terms(self, scope: Scope, terms: list[str]) -> set[str]:
         """The terms found in at least ``common_term_share`` of the scope's facts."""
@@ -198,8 +206,10 @@ class Retriever:
             return self.embed_query(scope, query)
         if mode == "drop":
             return self.embed_query(scope, rest)
-        both = for_account(self._embedder, scope.account).embed([query, rest])
-        return l2_normalize(both.sum(axis=0, keepdims=True))[0]
+        embedder = for_account(self._embedder, scope.account)
+        prefix = query_prefix(embedder)
+        both = embedder.embed([prefix + query, prefix + rest])
+        return blend(both, self._settings.common_blend)
 
     def _fuse(
         self,
@@ -224,7 +234,7 @@ class Retriever:
             # A fact missing from a full semantic list has a cosine under its last one: skip
             # those that could not reach the results even with that cosine.
             floor = semantic[-1][1]
-            need = opts.top_k * (8 if _post_filtered(opts) else 1)
+            need = opts.top_k * (8 if post_filtered(opts) else 1)
             ranked = sorted(fused.values(), reverse=True)
             bar = max(opts.threshold, ranked[need - 1] if len(ranked) >= need else -1.0)
             others = [i for i in others if fuse(floor, lex[i]) >= bar]
@@ -243,7 +253,7 @@ class Retriever:
         return {i: s / best for i, s in lexical} if best > 0 else {}
 
     def _pool(self, opts: SearchOptions) -> int:
-        return max(opts.top_k * (8 if _post_filtered(opts) else 2), self._settings.candidates)
+        return max(opts.top_k * (8 if post_filtered(opts) else 2), self._settings.candidates)
 
     @staticmethod
     def _where(opts: SearchOptions) -> dict[str, Any] | None:
@@ -271,24 +281,4 @@ class Retriever:
         """The facts of ``candidates`` (best first) that pass the options, read back."""
         candidates = [(i, s) for i, s in candidates if s >= opts.threshold]
         facts = self._records.by_ids(scope, [i for i, _ in candidates], now=time.time())
-        return self._select(candidates, facts, opts)
-
-    @staticmethod
-    def _select(
-        candidates: list[tuple[str, float]], facts: dict[str, Fact], opts: SearchOptions
-    ) -> list[Hit]:
-        hits: list[Hit] = []
-        for fact_id, score in candidates:
-            fact = facts.get(fact_id)
-            if fact is None or not matches_feature(fact, opts.custom_feature):
-                continue
-            if opts.kind is not None and fact.kind != opts.kind:
-                continue
-            if opts.source is not None and fact.source != opts.source:
-                continue
-            if opts.min_confidence is not None and fact.confidence < opts.min_confidence:
-                continue
-            hits.append(Hit(fact, score))
-            if len(hits) == opts.top_k:
-                break
-        return hits
+        return select(candidates, facts, opts)

@@ -59,6 +59,10 @@ class AccountEmbedder:
     def dim(self) -> int:
         return self._cache.dim
 
+    @property
+    def query_prefix(self) -> str:
+        return self._cache.query_prefix
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._cache.embed_for(self._account, texts)
 
@@ -108,6 +112,11 @@ class CachedEmbedder:
     @property
     def dim(self) -> int:
         return self._inner.dim
+
+    @property
+    def query_prefix(self) -> str:
+        """What the model wants before a search query (E5's "query: "; "" for most)."""
+        return str(getattr(self._inner, "query_prefix", ""))
 
     def stats(self) -> dict[str, tuple[int, int]]:
         """(hits, misses) by caller since start, every view included."""
