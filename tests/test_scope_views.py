@@ -157,15 +157,19 @@ def test_a_large_scope_is_answered_from_the_indexes_while_its_view_is_built(
 def test_a_tiny_bound_still_answers_every_scope(
     make_proxy: Callable[..., Proxy], tmp_path: Path, upstream: FakeUpstream
 ) -> None:
+    """More users than 1 MiB of views holds (~40 KiB each): views are evicted and read again,
+    and every answer is still right."""
+    users = 40
     proxy = make_proxy(make_settings(tmp_path / "d", upstream, retrieval={"views_mb": 1}))
-    for i in range(6):
+    for i in range(users):
         _patch(proxy, {**FACTS, "name": f"User{i}"}, f"u{i}")
     for _ in range(2):
-        for i in range(6):
+        for i in range(users):
             assert (
                 "name",
                 f"User{i}",
             ) in [h[:2] for h in _search(proxy, f"User{i}", collection=f"u{i}")]
+    assert _lookups(proxy).get("loaded", 0) > users  # evicted ones were read again
 
 
 def test_another_replica_writes_are_seen(

@@ -22,7 +22,6 @@ out unless asked (``--holdout``), so settings are not chosen on them.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import re
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from bench.eval.dialogue_chat import CHAT, THINGS
 from bench.eval.dialogue_threads import BOTH, THREADS
+from bench.eval.make_set import write
 
 OUT = Path(__file__).resolve().parent / "dialogue_set.json"
 SEED = 20261205
@@ -203,10 +203,7 @@ def build(seed: int = SEED) -> dict[str, Any]:
 
 def main() -> None:
     data = build()
-    OUT.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    types: dict[str, int] = {}
-    for q in data["questions"]:
-        types[q["type"]] = types.get(q["type"], 0) + 1
+    types = write(OUT, data)
     sizes = [len(u["facts"]) for u in data["users"]]
     print(f"{OUT}: {len(sizes)} conversations ({HOLDOUT} hold-out), facts {sizes}")
     print(

@@ -248,12 +248,18 @@ def build(seed: int = SEED, users: int = 8, fillers: int = 160) -> dict[str, Any
     return {"seed": seed, "users": out_users, "questions": questions}
 
 
-def main() -> None:
-    data = build()
-    OUT.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+def write(out: Path, data: dict[str, Any]) -> dict[str, int]:
+    """The set as JSON (stable: same content every time); returns its questions per type."""
+    out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     types: dict[str, int] = {}
     for q in data["questions"]:
         types[q["type"]] = types.get(q["type"], 0) + 1
+    return types
+
+
+def main() -> None:
+    data = build()
+    types = write(OUT, data)
     facts = sum(len(u["facts"]) for u in data["users"])
     print(f"{OUT}: {len(data['users'])} users, {facts} facts, {len(data['questions'])} questions")
     print("  " + ", ".join(f"{k}: {v}" for k, v in sorted(types.items())))

@@ -147,7 +147,7 @@ class Retriever:
 
     def _search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
         if not self.hybrid:
-            return self.search_vector(scope, self.embed_query(scope, query), opts, flushed=True)
+            return self.search_vector(scope, self.embed_query(scope, query), opts)
         assert self._lexical is not None
         terms = query_terms(query)
         common = self.common_terms(scope, terms)
@@ -266,12 +266,8 @@ class Retriever:
             return {"$and": [{k: v} for k, v in where.items()]}
         return where or None
 
-    def search_vector(
-        self, scope: Scope, vector: Any, opts: SearchOptions, *, flushed: bool = False
-    ) -> list[Hit]:
-        """Cosine alone: the scope's nearest facts to ``vector``."""
-        if not flushed:
-            self._sync.flush(scope)
+    def search_vector(self, scope: Scope, vector: Any, opts: SearchOptions) -> list[Hit]:
+        """Cosine alone: the scope's nearest facts to ``vector`` in the vector index."""
         candidates = self._index.query(scope, vector, self._pool(opts), self._where(opts))
         return self._hits(scope, candidates, opts)
 

@@ -80,10 +80,8 @@ class ScopeViews:
 
     def open(self, scope: Scope) -> ScopeSnapshot | None:
         """The scope's view at its current write version, or None (answer from the indexes).
-        Applies the scope's pending index writes either way (read-after-write)."""
-        if not self.enabled:
-            self._sync.flush(scope)
-            return None
+        Applies the scope's pending index writes either way (read-after-write). Only called
+        when ``enabled`` (the retriever reads the indexes otherwise)."""
         head = self._writes.head(scope)
         if head.pending:  # read in the same query; applied, every vector up to head is indexed
             self._sync.flush(scope)
