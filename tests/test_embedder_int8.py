@@ -75,6 +75,44 @@ def test_agrees_with_the_fp32_reference(int8: MiniLMEmbedder, reference: Any) ->
         assert cos.max() < 0.9999  # really the quantized graph, not the fp32 one
 
 
+def test_fused_network_equals_the_plain_graph(
+    int8: MiniLMEmbedder, cache_dir: Path, reference: Any
+) -> None:
+    """The graph int8 quantizes (onnxruntime's fused operators) computes what the plain fp32
+    graph computes: checked in fp32, before quantization, padded batches included."""
+    import onnx
+    import onnxruntime as ort
+
+    from proxy.store.minilm_graph import SLOW_FUSIONS, fused_graph
+
+    plain = onnx.load(str(cache_dir / f"all-MiniLM-L6-v2-{int8._fp32_key}.onnx"))
+    fused = fused_graph(plain)
+    kinds = {n.op_type for n in fused.graph.node}
+    assert {"MultiHeadAttention", "BiasGelu"} <= kinds and not {"Softmax", "Erf"} & kinds
+    sessions = [
+        ort.InferenceSession(
+            m.SerializeToString(),
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(SLOW_FUSIONS),
+        )
+        for m in (plain, fused)
+    ]
+    texts = reference[0] + ["a much longer sentence about the user's weekend plans " * 6]
+    encoded = [int8._tokenizer.encode(t).ids for t in texts]
+    width = max(len(x) for x in encoded)
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, seq in enumerate(encoded):
+        ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+    plain_out, fused_out = (
+        s.run(None, {"input_ids": ids, "attention_mask": mask})[0] for s in sessions
+    )
+    np.testing.assert_allclose(fused_out, plain_out, atol=2e-5)
+    quantized = onnx.load(str(int8.onnx_path))
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("MatMulInteger") == 36 and "MatMul" not in ops  # every weight is int8
+
+
 def test_graph_is_cached_next_to_fp32_and_reused(
     int8: MiniLMEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

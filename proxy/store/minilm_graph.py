@@ -1,11 +1,15 @@
 """The ONNX graphs of all-MiniLM-L6-v2, built offline from the shipped safetensors weights.
 
 ``bert_graph``: the fp32 encoder (mean pooling and L2 normalization included) as plain
-opset-17 ops. ``quantize_int8``: that graph with per-channel dynamic int8 quantization
-(onnxruntime's ``quantize_dynamic``: each of the 36 weight MatMuls becomes an int8
-``MatMulInteger`` with one scale per output column, its input quantized on each call). Only
-per-channel weights: one scale per matrix loses too much (cosine to fp32 down to 0.78 on chat
-messages, against 0.96 per channel, mean 0.993). The word-embedding table stays fp32
+opset-17 ops. ``quantize_int8``: the same network with per-channel dynamic int8 weights, in
+onnxruntime's fused operators (``fused_graph``): each of the 36 weight MatMuls becomes an int8
+``MatMulInteger`` with one scale per output column, its input quantized on each call; attention
+runs in one ``MultiHeadAttention`` and the feed-forward activation in one ``BiasGelu`` instead
+of ~30 small ops per layer, whose per-op overhead outweighed the int8 arithmetic (0.77x the
+time of the unfused int8 graph, same agreement with fp32: bench/bench_precision.py).
+
+Only per-channel weights: one scale per matrix loses too much (cosine to fp32 down to 0.78 on
+chat messages, against 0.96 per channel, mean 0.993). The word-embedding table stays fp32
 (onnxruntime would quantize it per tensor; the gain would be file size, not time).
 """
 
@@ -13,106 +17,200 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 #: What int8 quantizes: the MatMuls with a constant weight (the encoder's linear layers; the
-#: activation x activation MatMuls of attention stay fp32).
+#: attention products stay fp32 inside MultiHeadAttention).
 INT8_OPS = ("MatMul",)
+MS_DOMAIN = "com.microsoft"
+#: onnxruntime's own fusion into SkipLayerNormalization: its CPU kernel is ~5x slower than the
+#: Add + LayerNormalization it replaces (60 vs 11 us a call at 23 tokens); int8 sessions
+#: load with it disabled.
+SLOW_FUSIONS = ("SkipLayerNormFusion",)
 
 
-def bert_graph(weights_path: Path, cfg: dict[str, Any]) -> Any:
-    """BERT encoder as plain opset-17 ONNX ops: inputs input_ids / attention_mask (int64,
-    [batch, seq]), output sentence_embedding (float32, [batch, hidden])."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+def _params(weights_path: Path, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The graph's initializers, named as in the plain graph: linear weights transposed, the
+    query projection pre-scaled by 1/sqrt(head_dim), position + token-type-0 embeddings summed."""
     from safetensors.numpy import load_file
 
     w = load_file(str(weights_path))
-    hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-    head_dim, eps = hidden // heads, float(cfg.get("layer_norm_eps", 1e-12))
-    nodes: list[Any] = []
-    inits: list[Any] = []
-    count = [0]
+    heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
+    scale = 1 / np.sqrt(hidden // heads)
+    out: dict[str, np.ndarray] = {
+        "pos_type": w["embeddings.position_embeddings.weight"]
+        + w["embeddings.token_type_embeddings.weight"][0],
+        "word_emb": w["embeddings.word_embeddings.weight"],
+    }
+    for name, arr in w.items():
+        prefix, _, kind = name.rpartition(".")
+        factor = scale if prefix.endswith("attention.self.query") else 1.0
+        if "LayerNorm" in prefix:
+            out[f"{prefix}.{'g' if kind == 'weight' else 'b'}"] = arr
+        elif kind == "weight" and arr.ndim == 2 and "embeddings" not in prefix:
+            out[prefix + ".w"] = (arr.T * factor).astype(np.float32)
+        elif kind == "bias":
+            out[prefix + ".b"] = (arr * factor).astype(np.float32)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
-    def const(name: str, arr: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+
+class _Graph:
+    """Nodes and initializers of one graph under construction."""
+
+    def __init__(self, params: dict[str, np.ndarray]) -> None:
+        self.params = params
+        self.nodes: list[Any] = []
+        self.used: dict[str, np.ndarray] = {}
+        self.count = 0
+
+    def const(self, name: str, arr: np.ndarray | None = None) -> str:
+        self.used[name] = self.params[name] if arr is None else arr
         return name
 
-    def op(kind: str, *inputs: str, **attrs: Any) -> str:
-        count[0] += 1
-        out = f"{kind.lower()}_{count[0]}"
-        nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+    def op(self, kind: str, *inputs: str, domain: str | None = None, **attrs: Any) -> str:
+        from onnx import helper
+
+        self.count += 1
+        out = f"{kind.lower()}_{self.count}"
+        self.nodes.append(helper.make_node(kind, list(inputs), [out], domain=domain, **attrs))
         return out
 
-    def linear(x: str, prefix: str, scale: float = 1.0) -> str:
-        weight = const(prefix + ".w", (w[prefix + ".weight"].T * scale).astype(np.float32))
-        bias = const(prefix + ".b", (w[prefix + ".bias"] * scale).astype(np.float32))
-        return op("Add", op("MatMul", x, weight), bias)
+    def linear(self, x: str, prefix: str) -> str:
+        weight, bias = self.const(prefix + ".w"), self.const(prefix + ".b")
+        return self.op("Add", self.op("MatMul", x, weight), bias)
 
-    def layer_norm(x: str, pre: str) -> str:
-        g, b = const(pre + ".g", w[pre + ".weight"]), const(pre + ".b", w[pre + ".bias"])
-        return op("LayerNormalization", x, g, b, axis=-1, epsilon=eps)
+    def layer_norm(self, x: str, pre: str, eps: float) -> str:
+        g, b = self.const(pre + ".g"), self.const(pre + ".b")
+        return self.op("LayerNormalization", x, g, b, axis=-1, epsilon=eps)
 
+
+Layer = Callable[[_Graph, str, str, str, int, float], str]
+
+
+def _plain_layer(g: _Graph, x: str, p: str, bias: str, heads: int, eps: float) -> str:
+    """One encoder layer in plain opset-17 ops (``bias``: the additive attention mask)."""
+    q = g.linear(x, p + "attention.self.query")
+    k, v = g.linear(x, p + "attention.self.key"), g.linear(x, p + "attention.self.value")
+    q = g.op("Transpose", g.op("Reshape", q, "split_shape"), perm=[0, 2, 1, 3])
+    k = g.op("Transpose", g.op("Reshape", k, "split_shape"), perm=[0, 2, 3, 1])
+    v = g.op("Transpose", g.op("Reshape", v, "split_shape"), perm=[0, 2, 1, 3])
+    probs = g.op("Softmax", g.op("Add", g.op("MatMul", q, k), bias), axis=-1)
+    ctx = g.op("Transpose", g.op("MatMul", probs, v), perm=[0, 2, 1, 3])
+    attn = g.linear(g.op("Reshape", ctx, "merge_shape"), p + "attention.output.dense")
+    x = g.layer_norm(g.op("Add", attn, x), p + "attention.output.LayerNorm", eps)
+    h = g.linear(x, p + "intermediate.dense")
+    erf = g.op("Erf", g.op("Mul", h, "rsqrt2"))
+    h = g.op("Mul", g.op("Mul", h, "half"), g.op("Add", erf, "one"))
+    out = g.op("Add", g.linear(h, p + "output.dense"), x)
+    return g.layer_norm(out, p + "output.LayerNorm", eps)
+
+
+def _fused_layer(g: _Graph, x: str, p: str, mask: str, heads: int, eps: float) -> str:
+    """One encoder layer in onnxruntime's contrib ops (``mask``: int32 [batch, seq], 1 = token)."""
+    a = p + "attention.self."
+    qkv = [g.op("MatMul", x, g.const(f"{a}{n}.w")) for n in ("query", "key", "value")]
+    bias = np.concatenate([g.params[f"{a}{n}.b"] for n in ("query", "key", "value")])
+    ctx = g.op(
+        "MultiHeadAttention",
+        *qkv,
+        g.const(a + "qkv.b", bias),
+        mask,
+        domain=MS_DOMAIN,
+        num_heads=heads,
+        scale=1.0,  # the query weights carry 1/sqrt(head_dim)
+    )
+    x = g.layer_norm(
+        g.op("Add", g.linear(ctx, p + "attention.output.dense"), x),
+        p + "attention.output.LayerNorm",
+        eps,
+    )
+    h = g.op("MatMul", x, g.const(p + "intermediate.dense.w"))
+    h = g.op("BiasGelu", h, g.const(p + "intermediate.dense.b"), domain=MS_DOMAIN)
+    out = g.op("Add", g.linear(h, p + "output.dense"), x)
+    return g.layer_norm(out, p + "output.LayerNorm", eps)
+
+
+def _network(params: dict[str, np.ndarray], heads: int, eps: float, fused: bool) -> Any:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = _Graph(params)
     i64 = functools.partial(np.array, dtype=np.int64)
     f32 = functools.partial(np.array, dtype=np.float32)
+    hidden = params["pos_type"].shape[1]
+    layers = 1 + max(int(m) for m in re.findall(r"encoder\.layer\.(\d+)\.", " ".join(params)))
     # Embeddings: word + position + token type 0 (every input is a single segment).
-    seq_len = op("Shape", "input_ids", start=1, end=2)
-    pos_type = const(
-        "pos_type",
-        w["embeddings.position_embeddings.weight"]
-        + w["embeddings.token_type_embeddings.weight"][0],
-    )
-    pos = op("Slice", pos_type, const("zero", i64([0])), seq_len, const("axis0", i64([0])))
-    words = op("Gather", const("word_emb", w["embeddings.word_embeddings.weight"]), "input_ids")
-    x = layer_norm(op("Add", words, pos), "embeddings.LayerNorm")
-    # Additive attention mask [batch, 1, 1, seq]: 0 for tokens, -1e4 for padding.
-    mask = op("Cast", "attention_mask", to=TensorProto.FLOAT)
-    bias = op("Mul", op("Sub", const("one", f32(1.0)), mask), const("neg", f32(-10000.0)))
-    bias = op("Unsqueeze", bias, const("axes12", i64([1, 2])))
-    split_shape = const("split_shape", i64([0, 0, heads, head_dim]))
-    merge_shape = const("merge_shape", i64([0, 0, hidden]))
-    rsqrt2, half = const("rsqrt2", f32(1 / np.sqrt(2.0))), const("half", f32(0.5))
-    for i in range(int(cfg["num_hidden_layers"])):
-        p = f"encoder.layer.{i}."
-        q = linear(x, p + "attention.self.query", 1 / np.sqrt(head_dim))
-        k, v = linear(x, p + "attention.self.key"), linear(x, p + "attention.self.value")
-        q = op("Transpose", op("Reshape", q, split_shape), perm=[0, 2, 1, 3])
-        k = op("Transpose", op("Reshape", k, split_shape), perm=[0, 2, 3, 1])
-        v = op("Transpose", op("Reshape", v, split_shape), perm=[0, 2, 1, 3])
-        probs = op("Softmax", op("Add", op("MatMul", q, k), bias), axis=-1)
-        ctx = op("Transpose", op("MatMul", probs, v), perm=[0, 2, 1, 3])
-        attn = linear(op("Reshape", ctx, merge_shape), p + "attention.output.dense")
-        x = layer_norm(op("Add", attn, x), p + "attention.output.LayerNorm")
-        h = linear(x, p + "intermediate.dense")
-        erf = op("Erf", op("Mul", h, rsqrt2))
-        h = op("Mul", op("Mul", h, half), op("Add", erf, "one"))
-        x = layer_norm(op("Add", linear(h, p + "output.dense"), x), p + "output.LayerNorm")
+    seq_len = g.op("Shape", "input_ids", start=1, end=2)
+    zero, axis0 = g.const("zero", i64([0])), g.const("axis0", i64([0]))
+    pos = g.op("Slice", g.const("pos_type"), zero, seq_len, axis0)
+    words = g.op("Gather", g.const("word_emb"), "input_ids")
+    x = g.layer_norm(g.op("Add", words, pos), "embeddings.LayerNorm", eps)
+    mask = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
+    one = g.const("one", f32(1.0))
+    if fused:
+        attn_mask = g.op("Cast", "attention_mask", to=TensorProto.INT32)
+        layer: Layer = _fused_layer
+    else:  # additive mask [batch, 1, 1, seq]: 0 for tokens, -1e4 for padding
+        attn_mask = g.op("Mul", g.op("Sub", one, mask), g.const("neg", f32(-10000.0)))
+        attn_mask = g.op("Unsqueeze", attn_mask, g.const("axes12", i64([1, 2])))
+        g.const("split_shape", i64([0, 0, heads, hidden // heads]))
+        g.const("merge_shape", i64([0, 0, hidden]))
+        g.const("rsqrt2", f32(1 / np.sqrt(2.0)))
+        g.const("half", f32(0.5))
+        layer = _plain_layer
+    for i in range(layers):
+        x = layer(g, x, f"encoder.layer.{i}.", attn_mask, heads, eps)
     # Mean pooling over the mask, then L2 normalization (as sentence-transformers does).
-    m3 = op("Unsqueeze", mask, const("axis2", i64([2])))
-    summed = op("ReduceSum", op("Mul", x, m3), const("axis1", i64([1])), keepdims=0)
-    counts = op("Max", op("ReduceSum", m3, "axis1", keepdims=0), const("tiny", f32(1e-9)))
-    mean = op("Div", summed, counts)
-    norm = op("Sqrt", op("ReduceSumSquare", mean, axes=[1], keepdims=1))
-    norm = op("Max", norm, const("eps", f32(1e-12)))
-    nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"]))
+    m3 = g.op("Unsqueeze", mask, g.const("axis2", i64([2])))
+    summed = g.op("ReduceSum", g.op("Mul", x, m3), g.const("axis1", i64([1])), keepdims=0)
+    counts = g.op("Max", g.op("ReduceSum", m3, "axis1", keepdims=0), g.const("tiny", f32(1e-9)))
+    mean = g.op("Div", summed, counts)
+    norm = g.op("Sqrt", g.op("ReduceSumSquare", mean, axes=[1], keepdims=1))
+    norm = g.op("Max", norm, g.const("eps", f32(1e-12)))
+    g.nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"]))
     graph = helper.make_graph(
-        nodes,
+        g.nodes,
         "all-MiniLM-L6-v2",
         [
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
         ],
         [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])],
-        initializer=inits,
+        initializer=[
+            numpy_helper.from_array(np.ascontiguousarray(a), n) for n, a in g.used.items()
+        ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(MS_DOMAIN, 1)] if fused else [])
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    if not fused:  # the checker does not know onnxruntime's contrib ops
+        onnx.checker.check_model(model)
     return model
+
+
+def bert_graph(weights_path: Path, cfg: dict[str, Any]) -> Any:
+    """BERT encoder as plain opset-17 ONNX ops: inputs input_ids / attention_mask (int64,
+    [batch, seq]), output sentence_embedding (float32, [batch, hidden])."""
+    eps = float(cfg.get("layer_norm_eps", 1e-12))
+    return _network(_params(weights_path, cfg), int(cfg["num_attention_heads"]), eps, False)
+
+
+def fused_graph(plain: Any) -> Any:
+    """The network of ``plain`` (a ``bert_graph`` ModelProto, its weights and dimensions read
+    from it) in onnxruntime's fused operators: same inputs, outputs and fp32 arithmetic."""
+    from onnx import numpy_helper
+
+    params = {t.name: numpy_helper.to_array(t) for t in plain.graph.initializer}
+    heads = int(params["split_shape"][2])
+    ln = next(n for n in plain.graph.node if n.op_type == "LayerNormalization")
+    eps = next(a.f for a in ln.attribute if a.name == "epsilon")
+    return _network(params, heads, eps, True)
 
 
 class _DropPreprocessHint(logging.Filter):
@@ -124,7 +222,8 @@ class _DropPreprocessHint(logging.Filter):
 
 
 def quantize_int8(fp32: bytes) -> Any:
-    """The serialized fp32 graph ``fp32`` quantized to int8 weights, per channel (a ModelProto).
+    """The serialized fp32 graph ``fp32``, fused (``fused_graph``) and quantized to int8
+    weights, per channel (a ModelProto).
 
     onnxruntime writes its shape-inferred copy next to its input: the work happens in a
     private temporary directory, removed afterwards (also when it fails)."""
@@ -134,8 +233,8 @@ def quantize_int8(fp32: bytes) -> Any:
     hint = _DropPreprocessHint()
     root = logging.getLogger()
     with tempfile.TemporaryDirectory(prefix="profilo-int8-") as tmp:
-        src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32)
+        src, out = Path(tmp) / "fused.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(fused_graph(onnx.load_from_string(fp32)), str(src))
         root.addFilter(hint)
         try:
             quantize_dynamic(
@@ -145,6 +244,8 @@ def quantize_int8(fp32: bytes) -> Any:
                 per_channel=True,
                 reduce_range=False,
                 weight_type=QuantType.QInt8,
+                # shape inference cannot type the contrib ops' outputs: they are all float
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         finally:
             root.removeFilter(hint)

@@ -1,8 +1,9 @@
 """One scope's facts held in memory for retrieval: rows, normalized vectors, a BM25 index.
 
 A ``ScopeSnapshot`` answers what a memory lookup asks of the records, the vector index and the
-lexical index, without a round trip: the nearest vectors (exact: a matrix product, where
-Chroma's HNSW is approximate), BM25 over the facts' words with the scope's own statistics
+lexical index, without a round trip: the nearest vectors (exact, where Chroma's HNSW is
+approximate: a matrix product, from 2,048 facts over the rows an int8 scan shortlists with a
+proven bound, ``int8_scan.py``), BM25 over the facts' words with the scope's own statistics
 (the Postgres backend's formula, ``lexical_pg.py``: FTS5's BM25, k1 1.2, b 0.75, so a score
 never depends on another tenant's facts), the terms common in the scope, the static profile,
 facts by id. Every fact of the scope is in it, expired ones too (as in the indexes); reads
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from proxy.models import Fact
+from proxy.store.int8_scan import Int8Rows
 from proxy.store.tokenize import fact_text, tokens
 
 K1 = 1.2
@@ -45,6 +47,7 @@ class ScopeSnapshot:
         self._row: dict[str, int] = {}
         self._free: list[int] = []
         self._matrix = np.zeros((0, dim), dtype=np.float32)
+        self._codes = Int8Rows(dim)  # the shortlist of nearest()
         self._live = np.zeros(0, dtype=bool)
         self._terms: list[Counter[str] | None] = []
         self._postings: dict[str, dict[int, int]] = {}
@@ -64,6 +67,7 @@ class ScopeSnapshot:
         postings = sum(len(p) for p in self._postings.values())
         return (
             self._matrix.nbytes
+            + self._codes.nbytes
             + self._text_bytes
             + _ROW_BYTES * len(self._facts)
             + _POSTING_BYTES * postings
@@ -78,6 +82,7 @@ class ScopeSnapshot:
         self._facts[row] = fact
         norm = float(np.linalg.norm(vector))
         self._matrix[row] = vector / norm if norm > 0 else vector
+        self._codes.set(row, self._matrix[row])
         self._live[row] = True
         counts = Counter(tokens(fact_text(fact.key, fact.value)))
         self._terms[row] = counts
@@ -113,6 +118,7 @@ class ScopeSnapshot:
         self._terms[row] = None
         self._doclen[row] = 0
         self._live[row] = False
+        self._codes.clear(row)
         self._static.discard(row)
         self._free.append(row)
         self._profile.clear()
@@ -128,6 +134,7 @@ class ScopeSnapshot:
             doclen = np.zeros(capacity, dtype=np.float64)
             doclen[:row] = self._doclen[:row]
             self._matrix, self._live, self._doclen = matrix, live, doclen
+            self._codes.resize(capacity)
         self._facts.append(None)
         self._terms.append(None)
         return row
@@ -141,15 +148,22 @@ class ScopeSnapshot:
         rows = len(self._facts)
         if n <= 0 or not self._row:
             return []
-        sims = _similarities(self._matrix[:rows], np.asarray(vector, dtype=np.float32))
+        query = np.asarray(vector, dtype=np.float32)
+        if kind is None and source is None:
+            live = self._live[:rows]
+            shortlist = self._codes.shortlist(query, live, n)
+            if shortlist is not None:  # exact cosines of the rows that can rank (int8_scan)
+                return self._rank(shortlist, self._matrix[shortlist] @ query, n)
+            sims = _similarities(self._matrix[:rows], query)
+            return self._best(np.flatnonzero(live), sims, n)
+        sims = _similarities(self._matrix[:rows], query)
         mask = self._live[:rows].copy()
-        if kind is not None or source is not None:
-            for row in np.flatnonzero(mask):
-                fact = self._facts[row]
-                if fact is None or (kind is not None and fact.kind != kind):
-                    mask[row] = False
-                elif source is not None and fact.source != source:
-                    mask[row] = False
+        for row in np.flatnonzero(mask):
+            fact = self._facts[row]
+            if fact is None or (kind is not None and fact.kind != kind):
+                mask[row] = False
+            elif source is not None and fact.source != source:
+                mask[row] = False
         return self._best(np.flatnonzero(mask), sims, n)
 
     def lexical(self, terms: Sequence[str], n: int) -> list[tuple[str, float]]:
@@ -172,11 +186,18 @@ class ScopeSnapshot:
         return self._best(np.flatnonzero(scores), scores, n)
 
     def _best(self, rows: np.ndarray, scores: np.ndarray, n: int) -> list[tuple[str, float]]:
-        """The ``n`` best of ``rows`` by score, ties by fact id (as the Postgres index)."""
-        if rows.size > n:
-            kth = np.partition(scores[rows], rows.size - n)[rows.size - n]
-            rows = rows[scores[rows] >= kth]  # the n best and any tied with the last
-        best = sorted((-float(scores[r]), self._id(int(r))) for r in rows)[:n]
+        """The ``n`` best of ``rows`` by ``scores`` (indexed by row), ties by fact id."""
+        return self._rank(rows, scores[rows], n)
+
+    def _rank(self, rows: np.ndarray, sub: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """The ``n`` best of ``rows`` whose scores are ``sub``, ties by fact id (as the
+        Postgres index)."""
+        if sub.size > n:
+            kth = np.partition(sub, sub.size - n)[sub.size - n]
+            keep = np.flatnonzero(sub >= kth)  # the n best and any tied with the last
+            rows, sub = rows[keep], sub[keep]
+        ids = [self._id(r) for r in rows.tolist()]
+        best = sorted(zip((-sub).tolist(), ids, strict=True))[:n]
         return [(fact_id, -score) for score, fact_id in best]
 
     def _posting(self, term: str) -> tuple[np.ndarray, np.ndarray]:
