@@ -23,6 +23,7 @@ from proxy.store.changes import ChangeLog, Outbox
 from proxy.store.db import Database
 from proxy.store.embedder import Embedder
 from proxy.store.index import VectorIndex
+from proxy.store.int8_scan import warm as warm_int8_scan
 from proxy.store.jobs import JobStore
 from proxy.store.keys import KeyStore
 from proxy.store.notify import Invalidations
@@ -61,3 +62,4 @@ class Services:
         """Load what a first request would otherwise wait for: encodings, the embedder."""
         self.tokens.warm()
         self.embedder.embed(["warm-up"])
+        warm_int8_scan()

@@ -59,6 +59,11 @@ def _session() -> Any:
     )
 
 
+def warm() -> None:
+    """Build the session now (~10 ms), not on the first large scope's lookup."""
+    _session()
+
+
 class Int8Rows:
     """int8 codes of a view's unit vectors, row for row with its fp32 matrix."""
 
