@@ -72,6 +72,8 @@ def test_shortlist_declines_when_it_cannot_pay() -> None:
     many = _embedding_like(rng, 3000)
     rows = _rows(many)
     assert rows.shortlist(np.zeros(DIM, dtype=np.float32), np.ones(3000, dtype=bool), 8) is None
+    broken = np.full(DIM, np.nan, dtype=np.float32)
+    assert rows.shortlist(broken, np.ones(3000, dtype=bool), 8) is None  # never an empty list
     live = np.zeros(3000, dtype=bool)
     live[:5] = True  # fewer live rows than asked for
     assert rows.shortlist(many[0], live, 8) is None

@@ -18,6 +18,7 @@ of products can saturate the int16 lanes of AVX2 kernels without VNNI.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -122,7 +123,7 @@ class Int8Rows:
             return None
         q = np.asarray(query, dtype=np.float64)
         peak = float(np.max(np.abs(q)))
-        if peak == 0.0:
+        if not math.isfinite(peak) or peak == 0.0:
             return None
         step = peak / _QUERY_LEVELS
         codes = np.clip(np.rint(q / step), -_QUERY_LEVELS, _QUERY_LEVELS)
