@@ -16,6 +16,7 @@ import pytest
 from proxy.models import Scope
 from proxy.services.retrieval import SearchOptions
 from proxy.services.scope_views import DELTA_MAX
+from proxy.store import int8_scan
 from tests.conftest import Proxy, make_settings
 from tests.fakes.upstream import FakeUpstream
 from tests.records_backend import current_database_url, current_vector_backend
@@ -100,6 +101,35 @@ def test_the_view_answers_as_the_indexes_do(
     plain = make_proxy(make_settings(tmp_path / "plain", upstream, retrieval={"views_mb": 0}))
     _search(plain, QUERIES[0])
     assert _lookups(plain) == {}  # off: no view is ever read
+
+
+def test_the_int8_shortlist_answers_as_the_indexes_do(
+    make_proxy: Callable[..., Proxy],
+    tmp_path: Path,
+    upstream: FakeUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scope's view read through its int8 shortlist (from 2,048 facts in production; here
+    from the first, so that a small scope takes that path over HTTP) answers as the indexes."""
+    monkeypatch.setattr(int8_scan, "MIN_ROWS", 1)
+    monkeypatch.setattr(int8_scan, "MAX_SHARE", 1.0)
+    served: list[int] = []
+    real = int8_scan.Int8Rows.shortlist
+
+    def spy(self: Any, query: Any, live: Any, n: int) -> Any:
+        out = real(self, query, live, n)
+        served.append(-1 if out is None else len(out))
+        return out
+
+    monkeypatch.setattr(int8_scan.Int8Rows, "shortlist", spy)
+    proxy = make_proxy(make_settings(tmp_path / "d", upstream, retrieval=_lexical()))
+    topics = ["sushi", "jazz", "Porto", "hiking", "nursing"] * 9
+    notes = {f"note_{i}": f"Priya noted idea number {i} about {w}" for i, w in enumerate(topics)}
+    many = {**FACTS, **notes}
+    _patch(proxy, many, "priya")
+    for query in QUERIES:
+        _same(_search(proxy, query), _indexes(proxy, query))
+    assert served and all(size > 0 for size in served)  # every search took the shortlist
 
 
 def test_writes_are_seen_by_the_next_search(proxy: Proxy) -> None:

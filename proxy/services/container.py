@@ -62,4 +62,5 @@ class Services:
         """Load what a first request would otherwise wait for: encodings, the embedder."""
         self.tokens.warm()
         self.embedder.embed(["warm-up"])
-        warm_int8_scan()
+        if self.settings.retrieval.views_mb > 0:  # only scope views scan int8 codes
+            warm_int8_scan()

@@ -146,7 +146,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _session_options(intra_op_threads: int) -> Any:
+def session_options(intra_op_threads: int) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -170,7 +170,7 @@ def _load_session(
 
     session = ort.InferenceSession(
         onnx_path,
-        sess_options=_session_options(threads),
+        sess_options=session_options(threads),
         providers=["CPUExecutionProvider"],
         disabled_optimizers=list(disabled),
     )

@@ -40,6 +40,8 @@ def _session() -> Any:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    from proxy.store.embedder import session_options
+
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["codes", "query"], ["dots"])],
         "int8-scan",
@@ -51,12 +53,10 @@ def _session() -> Any:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
     return ort.InferenceSession(
-        model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
+        model.SerializeToString(),
+        sess_options=session_options(1),
+        providers=["CPUExecutionProvider"],
     )
 
 
@@ -72,14 +72,14 @@ class Int8Rows:
         self._dim = dim
         self._codes = np.full((0, dim), _ZERO, dtype=np.uint8)
         self._scale = np.zeros(0, dtype=np.float32)
-        self._norm = np.zeros(0, dtype=np.float32)  # |v'|
-        self._resid = np.zeros(0, dtype=np.float32)  # |v - v'|
-        self._max_norm = 0.0  # of any row written so far (a bound needs no exact max)
+        # The largest |v'| and |v - v'| of any row written so far: one bound for every row
+        # (per-row norms vary by a fraction of a percent; a bound needs no exact maximum).
+        self._max_norm = 0.0
         self._max_resid = 0.0
 
     @property
     def nbytes(self) -> int:
-        return self._codes.nbytes + 3 * self._scale.nbytes
+        return self._codes.nbytes + self._scale.nbytes
 
     def resize(self, capacity: int) -> None:
         """Room for ``capacity`` rows (the rows so far kept)."""
@@ -87,11 +87,9 @@ class Int8Rows:
         codes = np.full((capacity, self._dim), _ZERO, dtype=np.uint8)
         codes[:keep] = self._codes[:keep]
         self._codes = codes
-        for name in ("_scale", "_norm", "_resid"):
-            old = getattr(self, name)
-            new = np.zeros(capacity, dtype=np.float32)
-            new[:keep] = old[:keep]
-            setattr(self, name, new)
+        scale = np.zeros(capacity, dtype=np.float32)
+        scale[:keep] = self._scale[:keep]
+        self._scale = scale
 
     def set(self, row: int, unit: np.ndarray) -> None:
         vec = np.asarray(unit, dtype=np.float64)
@@ -104,22 +102,19 @@ class Int8Rows:
         dequant = codes * scale
         self._codes[row] = (codes + _ZERO).astype(np.uint8)
         self._scale[row] = scale
-        # Rounded up a little: the float32 copies must not understate the norms.
-        self._norm[row] = norm = float(np.linalg.norm(dequant)) * (1 + 1e-6)
-        self._resid[row] = resid = float(np.linalg.norm(vec - dequant)) * (1 + 1e-6)
-        self._max_norm = max(self._max_norm, norm)
-        self._max_resid = max(self._max_resid, resid)
+        self._max_norm = max(self._max_norm, float(np.linalg.norm(dequant)))
+        self._max_resid = max(self._max_resid, float(np.linalg.norm(vec - dequant)))
 
     def clear(self, row: int) -> None:
         self._codes[row] = _ZERO
-        self._scale[row] = self._norm[row] = self._resid[row] = 0.0
+        self._scale[row] = 0.0
 
     def shortlist(self, query: np.ndarray, live: np.ndarray, n: int) -> np.ndarray | None:
         """Rows (ascending) among the first ``len(live)`` that may hold the ``n`` best exact
         cosines to the unit ``query`` among the ``live`` ones; None: too few rows, or too
         long a list, for a shortlist to pay (scan them all)."""
         rows = live.shape[0]
-        if rows < MIN_ROWS or n <= 0:
+        if rows < MIN_ROWS or n <= 0 or np.count_nonzero(live) <= n:
             return None
         q = np.asarray(query, dtype=np.float64)
         peak = float(np.max(np.abs(q)))
@@ -132,14 +127,10 @@ class Int8Rows:
         query_codes = codes.astype(np.int8).reshape(-1, 1)
         (dots,) = _session().run(None, {"codes": self._codes[:rows], "query": query_codes})
         shift = _ZERO * int(query_codes.sum(dtype=np.int64))
-        # In units of the query step: approx = v'.q' / step; one bound for every row, from
-        # the largest row norms (kept when written; they vary by a fraction of a percent).
+        # In units of the query step: approx = v'.q' / step.
         approx = (dots[:, 0] - shift) * self._scale[:rows]
         approx[~live] = -np.inf
         bound = (self._max_norm * q_err + self._max_resid * (q_norm + q_err) + _SLACK) / step
-        alive = int(np.count_nonzero(live))
-        if alive <= n:
-            return None
         kth = np.partition(approx, rows - n)[rows - n]  # the n-th best approximation
         picked = np.flatnonzero(approx >= kth - 2 * bound)
         return None if picked.size > MAX_SHARE * rows else picked

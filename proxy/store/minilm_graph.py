@@ -152,11 +152,11 @@ def _network(params: dict[str, np.ndarray], heads: int, eps: float, fused: bool)
     words = g.op("Gather", g.const("word_emb"), "input_ids")
     x = g.layer_norm(g.op("Add", words, pos), "embeddings.LayerNorm", eps)
     mask = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
-    one = g.const("one", f32(1.0))
     if fused:
         attn_mask = g.op("Cast", "attention_mask", to=TensorProto.INT32)
         layer: Layer = _fused_layer
     else:  # additive mask [batch, 1, 1, seq]: 0 for tokens, -1e4 for padding
+        one = g.const("one", f32(1.0))
         attn_mask = g.op("Mul", g.op("Sub", one, mask), g.const("neg", f32(-10000.0)))
         attn_mask = g.op("Unsqueeze", attn_mask, g.const("axes12", i64([1, 2])))
         g.const("split_shape", i64([0, 0, heads, hidden // heads]))
