@@ -40,6 +40,13 @@ class Outcome:
         return ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"
 
 
+# nginx may still hold a keep-alive connection to the killed replica for a moment after the
+# process is gone (until its worker reads the close): a PATCH or POST written into that socket
+# fails with a 502 and is never re-sent (it is not idempotent), so the kill's window for
+# "in flight on the killed replica" runs this long past its exit.
+STALE_CONNECTION_SECONDS = 1.0
+
+
 def _overlaps(call: Call, start: float, end: float) -> bool:
     return call.started <= end and call.ended >= start
 
@@ -68,7 +75,7 @@ def classify(
             if (
                 line is not None
                 and victim in line.upstreams
-                and _overlaps(call, chaos.killed_at, chaos.dead_at)
+                and _overlaps(call, chaos.killed_at, chaos.dead_at + STALE_CONNECTION_SECONDS)
             ):
                 out.killed.append(call)
             elif (
