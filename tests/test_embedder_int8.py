@@ -88,7 +88,7 @@ def test_fused_network_equals_the_plain_graph(
     plain = onnx.load(str(cache_dir / f"all-MiniLM-L6-v2-{int8._fp32_key}.onnx"))
     fused = fused_graph(plain)
     kinds = {n.op_type for n in fused.graph.node}
-    assert {"MultiHeadAttention", "BiasGelu"} <= kinds and not {"Softmax", "Erf"} & kinds
+    assert {"Attention", "BiasGelu"} <= kinds and not {"Softmax", "Erf"} & kinds
     sessions = [
         ort.InferenceSession(
             m.SerializeToString(),
@@ -110,7 +110,9 @@ def test_fused_network_equals_the_plain_graph(
     np.testing.assert_allclose(fused_out, plain_out, atol=2e-5)
     quantized = onnx.load(str(int8.onnx_path))
     ops = [n.op_type for n in quantized.graph.node]
-    assert ops.count("MatMulInteger") == 36 and "MatMul" not in ops  # every weight is int8
+    # every weight is int8: 18 linear layers, 6 packed query/key/value projections
+    assert ops.count("MatMulInteger") == 18 and ops.count("QAttention") == 6
+    assert not {"MatMul", "Attention"} & set(ops)
 
 
 def test_graph_is_cached_next_to_fp32_and_reused(

