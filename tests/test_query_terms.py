@@ -20,3 +20,12 @@ def test_long_queries_keep_their_first_words() -> None:
     words = [f"word{i}" for i in range(MAX_TERMS + 10)]
     assert query_terms(" ".join(words)) == words[:MAX_TERMS]
     assert query_terms("Zoë's naïve café") == ["zoë", "naïve", "café"]
+
+
+def test_words_the_index_stems_to_a_function_word_are_no_keywords() -> None:
+    """FTS5's porter stems "one" to "on", "ate" to "at", "others" to "other": such a word
+    would match every fact holding that function word (and, found in a large share of them,
+    count as the scope's common word: the query embedded twice)."""
+    query = "Which one did I order? The ones I ate with others were great, Don said"
+    assert query_terms(query) == ["order", "great", "don", "said"]
+    assert query_terms("Donna's favourite onesie") == ["donna", "favourite", "onesie"]

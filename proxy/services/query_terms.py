@@ -3,16 +3,22 @@
 Lower-cased word tokens (letters and digits, any script), without stopwords and the filler
 words of questions to an assistant ("what", "tell", "remember"): what is left is what a fact
 would share with the question (names, places, products, activities). Stemming is the index's
-job (FTS5 ``porter``).
+job (FTS5 ``porter``), with one consequence handled here: a word whose stem is a function
+word's ("one" and "ones" stem to "on", "ate" to "at", "others" to "other") matches that
+function word in every fact, so it is no keyword either.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+
+from proxy.store.tokenize import tokens
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
-STOPWORDS = frozenset(
+#: English function words: found in most facts, they say nothing about which one answers.
+FUNCTION_WORDS = frozenset(
     """
     a about above after again against all am an and any are aren't as at be because been
     before being below between both but by can can't cannot could couldn't did didn't do does
@@ -25,6 +31,12 @@ STOPWORDS = frozenset(
     those through to too under until up very was wasn't we we'd we'll we're we've were weren't
     what what's when when's where where's which while who who's whom why why's will with won't
     would wouldn't you you'd you'll you're you've your yours yourself yourselves
+    """.split()
+)
+
+#: Function words and the filler words of questions to an assistant.
+STOPWORDS = FUNCTION_WORDS | frozenset(
+    """
     tell know remember please anything something everything thing things also just like
     get got go going want wants user user's users person someone s t
     """.split()
@@ -45,9 +57,22 @@ def query_terms(query: str) -> list[str]:
         if word in STOPWORDS:
             continue
         stem = word.removesuffix("'s")
-        if stem and stem not in STOPWORDS:
+        if stem and stem not in STOPWORDS and not _function_word_stem(stem):
             out[stem] = None
     return list(out)
+
+
+@functools.cache
+def _function_stems() -> frozenset[str]:
+    """The index's stems of the function words (those without an apostrophe: "don't" is
+    indexed as "don" and "t", and "Don" is a name)."""
+    return frozenset(s for w in FUNCTION_WORDS if "'" not in w for s in tokens(w))
+
+
+def _function_word_stem(word: str) -> bool:
+    """True when the index cannot tell ``word`` from a function word (same stems)."""
+    stems = tokens(word)
+    return bool(stems) and _function_stems().issuperset(stems)
 
 
 def without_words(query: str, words: set[str]) -> str:
