@@ -174,9 +174,12 @@ def _serve(settings: Settings) -> int:
 
     from proxy.app import check_bind, create_app
     from proxy.logging_setup import configure
+    from proxy.native_threads import blas_threads, limit_blas_threads
     from proxy.server import DrainingServer, uvicorn_options
 
     configure(settings.log_level, settings.log_format)  # JSON lines with the request id
+    limit_blas_threads()  # NumPy's products on the calling thread (proxy/native_threads.py)
+    logging.getLogger("profilo.server").info("BLAS threads: %d", blas_threads())
 
     db = open_database(settings)
     try:

@@ -162,6 +162,10 @@ def test_serve_honours_env_and_flags_end_to_end(tmp_path: Path, upstream: FakeUp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # NumPy's OpenBLAS (2 threads on a 2-core machine) was capped at start-up: its spinning
+    # second thread burned ~2.5 ms of CPU per memory request (proxy/native_threads.py)
+    log = proc.stdout.read() if proc.stdout else ""
+    assert '"message":"BLAS threads: 1"' in log, log
 
 
 def test_index_rebuild_vectors_re_embeds_every_fact(
