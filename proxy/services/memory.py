@@ -48,6 +48,9 @@ class MemoryContext:
 #: Tokens by which a next line's predicted block may exceed the budget and still be tried
 #: (the line sum is exact for the shipped template; a custom one may merge tokens across lines).
 _SLACK = 2
+#: Exact counts in a row that must find the same block overhead (for an encoding and the
+#: sections present) before the line sum is taken as the count.
+_CONFIRM = 3
 
 
 class MemoryService:
@@ -64,9 +67,10 @@ class MemoryService:
         self._prompts = prompts
         self._tokens = tokens
         self._settings = settings
-        #: A block's own tokens (beyond its lines') by encoding and sections present: learned
-        #: from every exact count (template text only: nothing of any tenant's facts).
-        self._overhead: dict[tuple[str, bool, bool], int] = {}
+        #: A block's own tokens (beyond its lines') by encoding and sections present, and how
+        #: many exact counts in a row found them (template text only: nothing of any tenant's
+        #: facts).
+        self._overhead: dict[tuple[str, bool, bool], tuple[int, int]] = {}
 
     def _candidates(
         self, scope: Scope, features: Features, query: str, view: ScopeSnapshot | None
@@ -125,10 +129,14 @@ class MemoryService:
         self, chosen: list[Chosen], model: str, memo: dict[tuple[str, str], Any] | None = None
     ) -> tuple[list[Chosen], str, int]:
         """The largest prefix of ``chosen`` whose rendered block fits the token budget (the
-        least relevant facts go first). Every answer is an exact count of the rendered block;
-        the prefix to try first comes from the block's tokens being (nearly) its own text plus
-        the sum of its lines' (line counts cached per scope in ``memo``, the text's learned
-        from earlier blocks), so one render and one count usually settle it."""
+        least relevant facts go first), and the block's exact token count.
+
+        A block's tokens are its own text's plus the sum of its lines' (line counts cached per
+        scope in ``memo``): every line is ``- key: value`` with JSON string literals, so no
+        token of the encodings' pre-tokenizers spans a line break followed by a line. The
+        block's own tokens are learned per encoding and sections present from exact counts;
+        once ``_CONFIRM`` counts in a row agreed, the sum is the count and a fit renders once
+        and counts nothing (a custom template that merges tokens across lines never agrees)."""
         budget = self._settings.max_tokens
         memo = {} if memo is None else memo
         items = [self._item(memo, c.fact) for c in chosen]
@@ -142,16 +150,25 @@ class MemoryService:
         def shape(n: int) -> tuple[str, bool, bool]:
             return encoding, profile[n] > 0, memories[n] > 0
 
+        def exact(n: int) -> int | None:
+            own, agreed = self._overhead.get(shape(n), (0, 0))
+            return own + sums[n] if agreed >= _CONFIRM else None
+
         def fits(n: int) -> bool:
+            count = exact(n)
+            if count is not None:
+                return count <= budget
             if n not in rendered:
                 block = self._render(chosen[:n], items[:n])
                 rendered[n] = (block, self._tokens.count(block, model))
-                self._overhead[shape(n)] = rendered[n][1] - sums[n]
+                seen, before = rendered[n][1] - sums[n], self._overhead.get(shape(n))
+                agreed = before[1] + 1 if before is not None and before[0] == seen else 1
+                self._overhead[shape(n)] = (seen, agreed)
             return rendered[n][1] <= budget
 
         def predicted(n: int) -> int | None:
             own = self._overhead.get(shape(n))
-            return None if own is None else own + sums[n]
+            return None if own is None else own[0] + sums[n]
 
         def guess(lo: int, hi: int) -> int:
             """The longest prefix in (lo, hi] predicted to fit; the middle when unknown."""
@@ -182,7 +199,13 @@ class MemoryService:
         n = lo
         if n == 0:
             return [], "", 0
-        return chosen[:n], *rendered[n]
+        if n in rendered:
+            return chosen[:n], *rendered[n]
+        block = self._render(chosen[:n], items[:n])
+        count = exact(n)
+        if count is None:  # a count during this fit disagreed (a custom template): count
+            count = self._tokens.count(block, model)
+        return chosen[:n], block, count
 
     @staticmethod
     def _item(memo: dict[tuple[str, str], Any], fact: Fact) -> BlockItem:
