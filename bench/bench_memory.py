@@ -150,9 +150,11 @@ def run(
     work: Path | None = None,
     precisions: tuple[str, ...] = ("fp32",),
     baseline: str | None = None,
+    baseline_precision: str = "fp32",
 ) -> dict[str, Any]:
-    """``baseline``: a git ref whose code serves as one more proxy (``baseline``, fp32, on the
-    same seeded data), measured in the same rounds; the others' ratios are against it."""
+    """``baseline``: a git ref whose code serves as one more proxy (``baseline``, at
+    ``baseline_precision``, on the same seeded data), measured in the same rounds; the others'
+    ratios are against it."""
     use_uvloop()
     work = work or Path(tempfile.mkdtemp(prefix="profilo-bench-memory-"))
     m = machine()
@@ -161,7 +163,7 @@ def run(
         variants: dict[str, tuple[str, Path | None]] = {p: (p, None) for p in precisions}
         if baseline is not None:
             tree = stack.enter_context(baseline_tree(baseline))
-            variants = {"baseline": ("fp32", tree), **variants}
+            variants = {"baseline": (baseline_precision, tree), **variants}
         data_dirs, seed_seconds, cached = {}, {}, {}
         for p in dict.fromkeys(p for p, _ in variants.values()):
             cached[p], seed_seconds[p] = ensure_seeded(sizes, static_fraction, fresh, p)
@@ -199,6 +201,7 @@ def run(
         "sizes": sizes,
         "precisions": list(precisions),
         "baseline": baseline,
+        "baseline_precision": baseline_precision,
         "variants": {name: p for name, (p, _) in variants.items()},
         "static_fraction": static_fraction,
         "features": FEATURES,
@@ -233,6 +236,12 @@ def main() -> None:
         metavar="REF",
         help="a git ref (e.g. HEAD~1) whose code runs as one more proxy in the same rounds",
     )
+    parser.add_argument(
+        "--baseline-precision",
+        choices=["fp32", "int8"],
+        default="fp32",
+        help="embedding.precision of the baseline proxy",
+    )
     args = parser.parse_args()
     sizes = sorted(set(args.sizes + ([100000] if args.with_100k else [])))
     run(
@@ -242,6 +251,7 @@ def main() -> None:
         fresh=args.fresh,
         precisions=tuple(dict.fromkeys(args.precision)),
         baseline=args.baseline,
+        baseline_precision=args.baseline_precision,
     )
 
 
