@@ -288,8 +288,11 @@ def process_cpu(pid: int | None) -> float:
 
 
 def new_session(limit: int = 256) -> aiohttp.ClientSession:
+    """Keep-alive connections are dropped after 3 s idle, before the proxy's
+    ``server.keep_alive_seconds`` (5): a request sent on a connection the server is closing
+    fails (a benchmark measuring several proxies in turns leaves each one idle for seconds)."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, force_close=False),
+        connector=aiohttp.TCPConnector(limit=limit, force_close=False, keepalive_timeout=3.0),
         timeout=aiohttp.ClientTimeout(total=60),
         skip_auto_headers=("User-Agent",),
     )
