@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,12 @@ class MemoryService:
         self._overhead: dict[tuple[str, bool, bool], tuple[int, int]] = {}
 
     def _candidates(
-        self, scope: Scope, features: Features, query: str, view: ScopeSnapshot | None
+        self,
+        scope: Scope,
+        features: Features,
+        query: str,
+        view: ScopeSnapshot | None,
+        started: Future[Any] | None = None,
     ) -> list[Chosen]:
         """Facts in priority order: the flat profile fields, then memory hits by similarity,
         then the other static facts by confidence. The budget drops from the end."""
@@ -95,7 +101,7 @@ class MemoryService:
             )
             hits = [
                 Chosen(h.fact, h.score, "memories")
-                for h in self._retriever.search(scope, query, opts, view)
+                for h in self._retriever.search(scope, query, opts, view, started)
             ]
         seen: set[str] = set()
         ordered: list[Chosen] = []
@@ -227,8 +233,12 @@ class MemoryService:
     def build(
         self, scope: Scope, features: Features, messages: list[dict[str, Any]], model: str
     ) -> MemoryContext:
+        query = latest_user_text(messages)
+        # The query's embedding (most of the build) starts first, on a helper thread, while
+        # this one reads the scope's view, its profile and its keyword matches.
+        started = self._retriever.start(scope, query) if features.memory else None
         view = self._retriever.open(scope)
-        chosen = self._candidates(scope, features, latest_user_text(messages), view)
+        chosen = self._candidates(scope, features, query, view, started)
         if not chosen:
             return MemoryContext()
         memo = view.memo if view is not None else {}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,9 @@ class Retriever:
         self._views = views if views is not None and views.enabled else None
         self._settings = settings or RetrievalSettings()
         self._reranker = reranker
-        self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical")
+        # The query's embedding and the index path's keyword query run here, beside the
+        # caller's other steps (onnxruntime and SQLite release the GIL).
+        self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval")
 
     def close(self) -> None:
         self._pool_threads.shutdown(wait=True)
@@ -87,6 +89,14 @@ class Retriever:
     def embed_query(self, scope: Scope, query: str) -> Any:
         embedder = for_account(self._embedder, scope.account)
         return embedder.embed([query_prefix(embedder) + query])[0]
+
+    def start(self, scope: Scope, query: str) -> Future[Any] | None:
+        """Start embedding ``query`` as is on a helper thread, for a ``search`` of it that
+        follows (its caller reads the scope's view and profile meanwhile). None when the
+        search may not use that vector (``common_words: drop``)."""
+        if self._settings.common_words == "drop" or not query.strip():
+            return None
+        return self._pool_threads.submit(self.embed_query, scope, query)
 
     def open(self, scope: Scope) -> ScopeSnapshot | None:
         """The scope's in-memory view at its write version (None: read the indexes), after
@@ -102,36 +112,47 @@ class Retriever:
             self._views.forget(scope)
 
     def search(
-        self, scope: Scope, query: str, opts: SearchOptions, view: ScopeSnapshot | None = None
+        self,
+        scope: Scope,
+        query: str,
+        opts: SearchOptions,
+        view: ScopeSnapshot | None = None,
+        started: Future[Any] | None = None,
     ) -> list[Hit]:
-        """``view``: the scope's view from ``open`` when the caller already has it."""
+        """``view``: the scope's view from ``open`` when the caller already has it;
+        ``started``: ``start(scope, query)``'s embedding, when the caller started it."""
         with self._metrics.retrieval_seconds.time():
+            plain = started if started is not None else self.start(scope, query)
             if view is None:
                 view = self.open(scope)
             if view is not None:
-                return self._search_view(scope, view, query, opts)
-            return self._search(scope, query, opts)
+                return self._search_view(scope, view, query, opts, plain)
+            return self._search(scope, query, opts, plain)
 
     def _search_view(
-        self, scope: Scope, view: ScopeSnapshot, query: str, opts: SearchOptions
+        self,
+        scope: Scope,
+        view: ScopeSnapshot,
+        query: str,
+        opts: SearchOptions,
+        plain: Future[Any] | None,
     ) -> list[Hit]:
-        """The same search on the scope's view: no index or records round trip. The query is
-        embedded outside the view's lock (a writer may patch the view meanwhile)."""
+        """The same search on the scope's view: no index or records round trip. Its keyword
+        matches are read while a helper thread embeds the query (``plain``); the vector ranks
+        under the lock taken again (a writer may have patched the view meanwhile: a fact it
+        deleted is dropped by the final read, as on the index path)."""
         rules = self._settings
         terms = query_terms(query) if self.hybrid else []
         with view.lock:
             common = view.common(terms, rules.common_term_share, rules.common_term_min_facts)
-        if self.hybrid:
-            vector = self._query_vector(scope, query, common)
-        else:
-            vector = self.embed_query(scope, query)
-        n = self._pool(opts)
+            keywords = [t for t in terms if t not in common]
+            n = self._pool(opts)
+            lexical = view.lexical(keywords, n) if self.hybrid else []
+        vector = self._query_vector(scope, query, common, plain)
         now = time.time()
         with view.lock:
             ranked = view.nearest(vector, n, kind=opts.kind, source=opts.source)
             if self.hybrid:
-                keywords = [t for t in terms if t not in common]
-                lexical = view.lexical(keywords, n)
                 ranked = self._fuse(vector, ranked, lexical, opts, view.vectors)
 
         def texts(ids: Sequence[str]) -> dict[str, str]:
@@ -145,9 +166,11 @@ class Retriever:
             facts = view.facts([i for i, _ in ranked], now)
         return select(ranked, facts, opts)
 
-    def _search(self, scope: Scope, query: str, opts: SearchOptions) -> list[Hit]:
+    def _search(
+        self, scope: Scope, query: str, opts: SearchOptions, plain: Future[Any] | None = None
+    ) -> list[Hit]:
         if not self.hybrid:
-            return self.search_vector(scope, self.embed_query(scope, query), opts)
+            return self.search_vector(scope, self._query_vector(scope, query, set(), plain), opts)
         assert self._lexical is not None
         terms = query_terms(query)
         common = self.common_terms(scope, terms)
@@ -156,7 +179,7 @@ class Retriever:
         # Chroma (both SQLite and onnxruntime release the GIL): its cost hides behind theirs.
         keywords = [t for t in terms if t not in common]
         pending = self._pool_threads.submit(self._lexical.search, scope, keywords, n)
-        vector = self._query_vector(scope, query, common)
+        vector = self._query_vector(scope, query, common, plain)
         semantic = self._index.query(scope, vector, n, self._where(opts))
         lexical = pending.result()
 
@@ -199,17 +222,20 @@ class Retriever:
             scope, terms, rules.common_term_share, rules.common_term_min_facts
         )
 
-    def _query_vector(self, scope: Scope, query: str, common: set[str]) -> Any:
+    def _query_vector(
+        self, scope: Scope, query: str, common: set[str], plain: Future[Any] | None
+    ) -> Any:
+        """The query's vector (``common_words``); ``plain``: the query as is, being embedded
+        on a helper thread (None: embed it here when needed)."""
         mode = self._settings.common_words
         rest = without_words(query, common) if common and mode != "keep" else ""
         if not rest.strip():
-            return self.embed_query(scope, query)
+            return plain.result() if plain is not None else self.embed_query(scope, query)
         if mode == "drop":
             return self.embed_query(scope, rest)
-        embedder = for_account(self._embedder, scope.account)
-        prefix = query_prefix(embedder)
-        both = embedder.embed([prefix + query, prefix + rest])
-        return blend(both, self._settings.common_blend)
+        other = self.embed_query(scope, rest)  # while the helper embeds the query as is
+        first = plain.result() if plain is not None else self.embed_query(scope, query)
+        return blend((first, other), self._settings.common_blend)
 
     def _fuse(
         self,
