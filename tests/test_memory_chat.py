@@ -10,6 +10,7 @@ import tiktoken
 
 from proxy.errors import Unavailable
 from tests.conftest import Proxy
+from tests.fakes.embedder import record_model_calls
 from tests.fakes.schema import validate_chunk, validate_response
 from tests.fakes.upstream import FakeUpstream
 
@@ -333,3 +334,34 @@ def test_memory_context_limits_and_confidence(proxy: Proxy, upstream: FakeUpstre
     context = r.json()["memory_context"]
     assert context and all(item["score"] is not None for item in context)
     assert context[0]["key"] == "coffee"
+
+
+def test_the_query_is_embedded_once_on_a_helper_thread(
+    proxy: Proxy, upstream: FakeUpstream
+) -> None:
+    """A chat's query is embedded once, on the retriever's helper thread (started with the
+    build, beside the view, profile and keyword steps); a query holding the scope's common word
+    ("alice", in every fact) is embedded as is there and without it on the build's thread.
+    "one" stems like the function word "on" (in half the facts): no common word, no keyword."""
+    things = "chair bench sofa stool rug mat bed couch step wall fence roof".split()
+    facts = {
+        f"note_{i}": f"Alice {'sat on' if i % 2 else 'liked'} the {things[i // 2]}"
+        for i in range(24)
+    }
+    patch(proxy, facts, "u1")
+    recorder = record_model_calls(proxy.server.app.state.services)
+
+    memory = {"features": {"memory": True}, "collection_id": "u1"}
+    r = chat(proxy, "Which one of the seats was the best?", **memory)
+    assert r.status_code == 200, r.text
+    assert "X-Profilo-Memory-Error" not in r.headers and "X-Profilo-Memory-Facts" in r.headers
+    assert recorder.texts == ["Which one of the seats was the best?"]
+    assert recorder.threads[0].startswith("retrieval")
+
+    recorder.clear()
+    r = chat(proxy, "What did Alice like about the sofa?", **memory)
+    assert r.status_code == 200, r.text
+    threads = dict(zip(recorder.texts, recorder.threads, strict=True))
+    assert set(threads) == {"What did Alice like about the sofa?", "What did like about the sofa"}
+    assert threads["What did Alice like about the sofa?"].startswith("retrieval")
+    assert not threads["What did like about the sofa"].startswith("retrieval")

@@ -22,6 +22,7 @@ import pytest
 from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
+from tests.fakes.embedder import RecordingEmbedder, record_model_calls
 from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply
 from tests.test_extraction import FAST, Extraction, op, ops_reply
 from tests.test_profile_isolation import Tenant
@@ -268,31 +269,8 @@ def walk(world: World, extraction: Extraction, steps: int) -> None:
 # -- shared caches: another tenant's activity must not change what this one's requests cost --
 
 
-class _CountingEmbedder:
-    """Wraps the model behind the embedding cache and records every text it computes."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.texts: list[str] = []
-
-    @property
-    def name(self) -> str:
-        return str(self.inner.name)
-
-    @property
-    def dim(self) -> int:
-        return int(self.inner.dim)
-
-    def embed(self, texts: Any) -> Any:
-        self.texts.extend(texts)
-        return self.inner.embed(texts)
-
-
-def _count_model_calls(proxy: Proxy) -> _CountingEmbedder:
-    services = proxy.server.app.state.services
-    counter = _CountingEmbedder(services.embedder._inner)
-    services.embedder._inner = counter
-    return counter
+def _count_model_calls(proxy: Proxy) -> RecordingEmbedder:
+    return record_model_calls(proxy.server.app.state.services)
 
 
 def _victim_and_attacker(proxy: Proxy) -> tuple[dict[str, str], dict[str, str]]:
