@@ -26,6 +26,7 @@ deleted value.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,8 +75,10 @@ class Retriever:
         self._settings = settings or RetrievalSettings()
         self._reranker = reranker
         # The query's embedding and the index path's keyword query run here, beside the
-        # caller's other steps (onnxruntime and SQLite release the GIL).
-        self._pool_threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="retrieval")
+        # caller's other steps (onnxruntime and SQLite release the GIL); as many threads as
+        # asyncio's default executor, whose threads build memory blocks: one embedding each.
+        workers = min(32, (os.cpu_count() or 1) + 4)
+        self._pool_threads = ThreadPoolExecutor(workers, thread_name_prefix="retrieval")
 
     def close(self) -> None:
         self._pool_threads.shutdown(wait=True)
