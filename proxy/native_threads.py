@@ -11,16 +11,13 @@ import order); onnxruntime's threads are set per session (``proxy/store/embedder
 
 from __future__ import annotations
 
-from typing import Any
 
-
-def limit_blas_threads(threads: int = 1) -> Any:
-    """Cap every BLAS library loaded in this process (NumPy's included) at ``threads``; the
-    returned limiter restores the previous setting (``.restore_original_limits()``)."""
+def limit_blas_threads() -> None:
+    """Run every BLAS library loaded in this process (NumPy's included) on one thread."""
     import numpy  # noqa: F401  (loads OpenBLAS, so that the limit reaches it)
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=threads, user_api="blas")
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def blas_threads() -> int:
