@@ -135,7 +135,9 @@ def main() -> None:
     models = {
         (p, t): MiniLMEmbedder(args.cache_dir, precision=p, intra_op_threads=t) for p, t in VARIANTS
     }
-    result: dict[str, Any] = {"machine": machine()}
+    weights = models[("int8", 1)].weights
+    print(f"int8 weights: {weights} (the type this CPU multiplies exactly)")
+    result: dict[str, Any] = {"machine": machine(), "int8_weights": weights}
     result["agreement"] = agree = agreement(
         {p: models[(p, 1)] for p in ("fp32", "int8")}, args.agree
     )

@@ -70,6 +70,38 @@ def test_padding_does_not_change_results(minilm: MiniLMEmbedder, reference: Any)
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
 
 
+def test_runs_the_fused_network_which_equals_the_plain_graph(
+    minilm: MiniLMEmbedder, reference: Any
+) -> None:
+    """The cached graph is onnxruntime's fused operators; it computes what the plain opset-17
+    graph computes (checked on padded batches, a text past the 256-token cap included)."""
+    import onnx
+    import onnxruntime as ort
+
+    from proxy.store.minilm_graph import bert_graph
+
+    fused = onnx.load(str(minilm.onnx_path))
+    kinds = {n.op_type for n in fused.graph.node}
+    assert {"Attention", "BiasGelu"} <= kinds and not {"Softmax", "Erf"} & kinds
+    config = json.loads((minilm.model_dir / "config.json").read_text())
+    plain = bert_graph(minilm.model_dir / "model.safetensors", config)
+    assert "Softmax" in {n.op_type for n in plain.graph.node}
+    plain_session = ort.InferenceSession(
+        plain.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    texts = reference[0] + ["a much longer sentence about the user's weekend plans " * 6]
+    encoded = [minilm._tokenizer.encode(t).ids for t in texts]
+    width = max(len(x) for x in encoded)
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, seq in enumerate(encoded):
+        ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    (want,) = plain_session.run(None, feeds)
+    (got,) = minilm._session.run(None, feeds)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
 def test_empty_input_and_str_guard(minilm: MiniLMEmbedder) -> None:
     out = minilm.embed([])
     assert out.shape == (0, 384) and out.dtype == np.float32

