@@ -15,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,19 @@ from tests.fakes.upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.sqlite_only  # the source is the SQLite file
+
+
+def _wait_for_usage(db_file: Path, events: int) -> None:
+    """The proxy writes usage events in the background (within ``usage.flush_seconds``): the
+    seed's must be in the file before a migration reads it, or they land in the middle of one."""
+    deadline = time.monotonic() + 15
+    while True:
+        with sqlite3.connect(db_file) as conn:
+            (count,) = conn.execute("SELECT count(*) FROM usage_events").fetchone()
+        if count >= events:
+            return
+        assert time.monotonic() < deadline, f"{count} of {events} usage events recorded"
+        time.sleep(0.05)
 
 
 def _seed(proxy: Proxy) -> str:
@@ -66,6 +80,7 @@ def _seed(proxy: Proxy) -> str:
     jobs.fail(first.id, "gave up", token=first.token)
     jobs.retry(second.id, "later", 0.0, token=second.token)
     assert third.status == "running"
+    _wait_for_usage(proxy.settings.db_path, 2)
     configs = AccountConfigStore(db)
     configs.put(
         "acme",
@@ -153,6 +168,7 @@ def test_command_copies_everything_validates_and_the_copy_serves_the_same(
     token = _seed(source)
     before = _answers(source, token, upstream)
     db_file = source.settings.db_path
+    _wait_for_usage(db_file, 4)  # the seed's two requests and the two chats of _answers
     digest = _sha(db_file)
 
     url = _new_db(pg_cluster)
