@@ -5,14 +5,13 @@ opset-17 ops, the reference the others are tested against. ``fused_graph``: the 
 and fp32 arithmetic in onnxruntime's fused operators, the graph that runs: each layer's
 attention is one ``Attention`` (its query, key and value projections one packed weight), the
 feed-forward activation one ``BiasGelu`` (0.88-0.95x the time of the plain graph, vectors
-within 3e-7). ``quantize_int8``: the fused graph with per-channel dynamic int8 weights: each
-``Attention`` becomes a ``QAttention`` that quantizes its input once for the three
-projections; the other 18 weight MatMuls become int8
-``MatMulInteger`` with one scale per output column, their input quantized on each call; the
-feed-forward activation is one ``BiasGelu``. ~30 small ops per layer became ~12: their per-op
-overhead outweighed the int8 arithmetic (0.77x the time of the unfused int8 graph with
-``MultiHeadAttention``, then 0.90x with ``QAttention``; the same agreement with fp32:
-bench/bench_precision.py).
+within 3e-7). ``quantize_int8``: the fused graph with per-channel dynamic 8-bit weights
+(int8 or uint8: ``int8_weight_type``): each ``Attention`` becomes a ``QAttention`` that
+quantizes its input once for the three projections, the other 18 weight MatMuls
+``MatMulInteger`` with one scale per output column, their input quantized on each call.
+~30 small ops per layer became ~12: their per-op overhead outweighed the int8 arithmetic
+(0.77x the time of the unfused int8 graph with ``MultiHeadAttention``, then 0.90x with
+``QAttention``; the same agreement with fp32: bench/bench_precision.py).
 
 Only per-channel weights: one scale per matrix loses too much (cosine to fp32 down to 0.78 on
 chat messages, against 0.96 per channel, mean 0.993). The word-embedding table stays fp32
