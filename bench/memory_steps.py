@@ -123,8 +123,10 @@ def break_down(
     precision -> its seeded data dir), the precisions interleaved."""
     from proxy.llm.offline import prepare_offline_env
     from proxy.models import Features, Scope
+    from proxy.native_threads import limit_blas_threads
 
     prepare_offline_env()
+    limit_blas_threads()  # as `profilo serve` does: else OpenBLAS's spinning thread is counted
     per_call = 5 * (iters + 2 * CHUNK) + 8  # texts one size's steps may embed, warm-up included
     texts = Messages(seed=STEP_SEED).take(per_call * len(sizes))
     out: dict[str, Any] = {}
