@@ -6,6 +6,7 @@ import ipaddress
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,14 @@ class Proxy:
 
 
 MODEL_CACHE = Path(tempfile.gettempdir()) / "profilo-test-models"
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``predicate`` until it holds (``timeout``: a failure bound, never an expectation)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -> Settings:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import Proxy
+from tests.conftest import Proxy, wait_until
 from tests.fakes.schema import validate_error
 
 JsonObj = dict[str, Any]
@@ -197,13 +197,6 @@ def test_list_filters_and_cursor_pagination(proxy: Proxy) -> None:
     assert [f["id"] for f in rest["facts"]] == [*ids[3:], dyn]
 
 
-def _wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.2)
-
-
 def test_dynamic_facts_expire(proxy: Proxy) -> None:
     stays = create(proxy, "city", "Lisbon")
     mood = create(proxy, "mood", "excited about the trip", kind="dynamic", ttl_seconds=1)
@@ -214,7 +207,7 @@ def test_dynamic_facts_expire(proxy: Proxy) -> None:
     def gone() -> bool:
         return ok(call(proxy, "GET", "/profile"))["profile"]["dynamic"] == []
 
-    _wait_until(gone)
+    wait_until(gone, "the expired fact to go", timeout=20)
     assert [f["id"] for f in listing(proxy)["facts"]] == [stays["id"]]
     assert listing(proxy, kind="dynamic")["facts"] == []
     hits = ok(call(proxy, "POST", "/profile/search", json={"query": "trip", "threshold": 0}))
@@ -237,7 +230,9 @@ def test_dynamic_ttl_from_settings(make_proxy: Callable[..., Proxy]) -> None:
     ok(call(proxy, "PATCH", "/profile", json={"hobby": "chess"}))
     mood = create(proxy, "mood", "sleepy", kind="dynamic")
     assert [f["id"] for f in listing(proxy, kind="dynamic")["facts"]] == [mood["id"]]
-    _wait_until(lambda: listing(proxy, kind="dynamic")["facts"] == [])
+    wait_until(
+        lambda: listing(proxy, kind="dynamic")["facts"] == [], "no dynamic fact left", timeout=20
+    )
     # PATCH /v1/profile of the expired key creates it again (as static)
     body = ok(call(proxy, "PATCH", "/profile", json={"mood": "awake"}))
     assert (body["created"], body["updated"]) == (1, 0)

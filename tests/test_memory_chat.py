@@ -349,7 +349,7 @@ def test_the_query_is_embedded_once_on_a_helper_thread(
         for i in range(24)
     }
     patch(proxy, facts, "u1")
-    recorder = record_model_calls(proxy.server.app.state.services)
+    recorder = record_model_calls(proxy)
 
     memory = {"features": {"memory": True}, "collection_id": "u1"}
     r = chat(proxy, "Which one of the seats was the best?", **memory)

@@ -27,7 +27,7 @@ from proxy.models import Scope
 from proxy.store.db import Database, SqliteDatabase
 from proxy.store.jobs import Job, JobStore
 from proxy.store.postgres import PostgresDatabase
-from tests.conftest import Proxy, make_settings
+from tests.conftest import Proxy, make_settings, wait_until
 from tests.fakes.upstream import (
     FakeUpstream,
     RecordedRequest,
@@ -43,13 +43,6 @@ from tests.test_worker import fact_from_turn, publish, serve, wait_done
 
 BOUND = 60.0  # seconds: a failure bound, never an expectation
 PIECES = [f"piece {i}. " for i in range(40)]
-
-
-def _until(predicate: Callable[[], bool], what: str, timeout: float = BOUND) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _answers(upstream: FakeUpstream, replies: dict[str, Callable[[], Reply]]) -> None:
@@ -198,7 +191,7 @@ def test_sigterm_drains_then_finishes_what_is_in_flight_and_exits_0(
         proc.send_signal(signal.SIGTERM)
 
         # draining: not ready, every answer closes its connection, requests still served
-        _until(lambda: _ready(url).status_code == 503, "/readyz to answer 503")
+        wait_until(lambda: _ready(url).status_code == 503, "/readyz to answer 503")
         ready = _ready(url)
         assert ready.json()["status"] == "draining", ready.text
         assert ready.json()["checks"]["shutdown"].startswith("draining"), ready.text
@@ -213,7 +206,7 @@ def test_sigterm_drains_then_finishes_what_is_in_flight_and_exits_0(
         assert during.headers["connection"] == "close"
 
         # after the drain delay: new connections are refused ...
-        _until(lambda: _refused(url), "the listening socket to close")
+        wait_until(lambda: _refused(url), "the listening socket to close")
         release.set()
         # ... and everything that was in flight completes, whole
         answer = held.result()
@@ -257,7 +250,7 @@ def test_a_second_signal_exits_at_once_and_a_drained_stream_closes_its_connectio
         upstream.wait_for(lambda: any("hang" in r.body.decode() for r in upstream.requests), 30)
 
         proc.send_signal(signal.SIGINT)
-        _until(lambda: _ready(url).status_code == 503, "/readyz to answer 503")
+        wait_until(lambda: _ready(url).status_code == 503, "/readyz to answer 503")
         # the stream began before the drain (keep-alive in its head): closed once whole
         assert "connection" not in {k.lower() for k in stream.headers}
         text, done = _sse_text(first + stream.read())
@@ -385,4 +378,4 @@ def test_readyz_is_503_while_the_records_database_is_unreachable(
         assert body["checks"]["index"] == "ok"  # embedded Chroma: still there
         assert httpx.get(proxy.url + "/healthz").status_code == 200  # alive all the same
         cluster.start_server()
-        _until(lambda: _ready(proxy.url).status_code == 200, "/readyz to be 200 again")
+        wait_until(lambda: _ready(proxy.url).status_code == 200, "/readyz to be 200 again")

@@ -15,7 +15,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from proxy.store.keys import KeyStore
 from proxy.store.migrate import TABLES, MigrationFailed, migrate, queue_reindex
 from proxy.store.postgres import PostgresDatabase
 from proxy.store.sessions import SessionStore, Turn
-from tests.conftest import MODEL_CACHE, Proxy, make_settings
+from tests.conftest import MODEL_CACHE, Proxy, make_settings, wait_until
 from tests.fakes.upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,14 +43,13 @@ pytestmark = pytest.mark.sqlite_only  # the source is the SQLite file
 def _wait_for_usage(db_file: Path, events: int) -> None:
     """The proxy writes usage events in the background (within ``usage.flush_seconds``): the
     seed's must be in the file before a migration reads it, or they land in the middle of one."""
-    deadline = time.monotonic() + 15
-    while True:
+
+    def recorded() -> bool:
         with sqlite3.connect(db_file) as conn:
             (count,) = conn.execute("SELECT count(*) FROM usage_events").fetchone()
-        if count >= events:
-            return
-        assert time.monotonic() < deadline, f"{count} of {events} usage events recorded"
-        time.sleep(0.05)
+        return bool(count >= events)
+
+    wait_until(recorded, f"{events} usage events", timeout=15)
 
 
 def _seed(proxy: Proxy) -> str:

@@ -22,7 +22,7 @@ import pytest
 from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
 from tests.conftest import Proxy, make_settings
-from tests.fakes.embedder import RecordingEmbedder, record_model_calls
+from tests.fakes.embedder import record_model_calls
 from tests.fakes.upstream import FakeUpstream, RecordedRequest, Reply
 from tests.test_extraction import FAST, Extraction, op, ops_reply
 from tests.test_profile_isolation import Tenant
@@ -269,10 +269,6 @@ def walk(world: World, extraction: Extraction, steps: int) -> None:
 # -- shared caches: another tenant's activity must not change what this one's requests cost --
 
 
-def _count_model_calls(proxy: Proxy) -> RecordingEmbedder:
-    return record_model_calls(proxy.server.app.state.services)
-
-
 def _victim_and_attacker(proxy: Proxy) -> tuple[dict[str, str], dict[str, str]]:
     keys = KeyStore(open_database(proxy.settings))
     victim = {"Authorization": "Bearer " + keys.create("victim")[1]}
@@ -312,13 +308,13 @@ def test_embedding_cache_is_no_timing_oracle_between_accounts(
     40). Equal work means equal timing; no wall clock is measured."""
     quiet = make_proxy(make_settings(tmp_path / "quiet", upstream))
     _, attacker = _victim_and_attacker(quiet)
-    alone = _count_model_calls(quiet)
+    alone = record_model_calls(quiet)
     _probe(quiet, attacker)
     assert PROBE in alone.texts  # computed: nothing cached it for this account
 
     busy = make_proxy(make_settings(tmp_path / "busy", upstream))
     victim, attacker = _victim_and_attacker(busy)
-    after_victim = _count_model_calls(busy)
+    after_victim = record_model_calls(busy)
     r = httpx.post(
         busy.base_url + "/profile/facts",
         json={"key": "deal", "value": SECRET_FACT},

@@ -95,11 +95,11 @@ def _graph_key(weights: Path) -> str:
 
 def build_minilm_onnx(model_dir: Path, key: str) -> bytes:
     """The serialized ONNX model of the encoder + mean pooling + L2 normalization, in
-    onnxruntime's fused operators (``minilm_graph.fused_graph``)."""
-    from proxy.store.minilm_graph import bert_graph, fused_graph
+    onnxruntime's fused operators (``minilm_graph.bert_graph``)."""
+    from proxy.store.minilm_graph import bert_graph
 
     config = json.loads((model_dir / "config.json").read_text())
-    return _stamped(fused_graph(bert_graph(model_dir / "model.safetensors", config)), key)
+    return _stamped(bert_graph(model_dir / "model.safetensors", config, fused=True), key)
 
 
 def build_minilm_int8(fp32: bytes, key: str, weights: str) -> bytes:

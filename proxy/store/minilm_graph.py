@@ -1,14 +1,14 @@
 """The ONNX graphs of all-MiniLM-L6-v2, built offline from the shipped safetensors weights.
 
 ``bert_graph``: the fp32 encoder (mean pooling and L2 normalization included) as plain
-opset-17 ops, the reference the others are tested against. ``fused_graph``: the same network
-and fp32 arithmetic in onnxruntime's fused operators, the graph that runs: each layer's
-attention is one ``Attention`` (its query, key and value projections one packed weight), the
-feed-forward activation one ``BiasGelu`` (0.88-0.95x the time of the plain graph, vectors
-within 3e-7). ``quantize_int8``: the fused graph with per-channel dynamic 8-bit weights
-(int8 or uint8: ``int8_weight_type``): each ``Attention`` becomes a ``QAttention`` that
-quantizes its input once for the three projections, the other 18 weight MatMuls
-``MatMulInteger`` with one scale per output column, their input quantized on each call.
+opset-17 ops, the reference the others are tested against; ``bert_graph(fused=True)``: the
+same network and fp32 arithmetic in onnxruntime's fused operators, the graph that runs:
+each layer's attention is one ``Attention`` (its query, key and value projections one packed
+weight), the feed-forward activation one ``BiasGelu`` (0.88-0.95x the time of the plain
+graph, vectors within 3e-7). ``quantize_int8``: the fused graph with per-channel dynamic
+8-bit weights (int8 or uint8: ``int8_weight_type``): each ``Attention`` becomes a
+``QAttention`` that quantizes its input once for the three projections, the other 18 weight
+MatMuls ``MatMulInteger`` with one scale per output column, their input quantized on each call.
 ~30 small ops per layer became ~12: their per-op overhead outweighed the int8 arithmetic
 (0.77x the time of the unfused int8 graph with ``MultiHeadAttention``, then 0.90x with
 ``QAttention``; the same agreement with fp32: bench/bench_precision.py).
@@ -204,23 +204,12 @@ def _network(params: dict[str, np.ndarray], heads: int, eps: float, fused: bool)
     return model
 
 
-def bert_graph(weights_path: Path, cfg: dict[str, Any]) -> Any:
-    """BERT encoder as plain opset-17 ONNX ops: inputs input_ids / attention_mask (int64,
-    [batch, seq]), output sentence_embedding (float32, [batch, hidden])."""
+def bert_graph(weights_path: Path, cfg: dict[str, Any], *, fused: bool = False) -> Any:
+    """BERT encoder: inputs input_ids / attention_mask (int64, [batch, seq]), output
+    sentence_embedding (float32, [batch, hidden]); as plain opset-17 ONNX ops, or (``fused``)
+    in onnxruntime's fused operators with the same fp32 arithmetic."""
     eps = float(cfg.get("layer_norm_eps", 1e-12))
-    return _network(_params(weights_path, cfg), int(cfg["num_attention_heads"]), eps, False)
-
-
-def fused_graph(plain: Any) -> Any:
-    """The network of ``plain`` (a ``bert_graph`` ModelProto, its weights and dimensions read
-    from it) in onnxruntime's fused operators: same inputs, outputs and fp32 arithmetic."""
-    from onnx import numpy_helper
-
-    params = {t.name: numpy_helper.to_array(t) for t in plain.graph.initializer}
-    heads = int(params["split_shape"][2])
-    ln = next(n for n in plain.graph.node if n.op_type == "LayerNormalization")
-    eps = next(a.f for a in ln.attribute if a.name == "epsilon")
-    return _network(params, heads, eps, True)
+    return _network(_params(weights_path, cfg), int(cfg["num_attention_heads"]), eps, fused)
 
 
 class _DropPreprocessHint(logging.Filter):
@@ -257,9 +246,10 @@ def host_int8_weight_type() -> str:
     return int8_weight_type(platform.machine(), cpuinfo)
 
 
-def quantize_int8(fused: bytes, weights: str = "s8") -> Any:
-    """The serialized ``fused_graph`` ``fused`` quantized to int8 (``weights``: ``s8``) or
-    uint8 (``u8``) weights, per channel (a ModelProto; see ``int8_weight_type``).
+def quantize_int8(fused: bytes, weights: str) -> Any:
+    """The serialized fused graph ``fused`` (``bert_graph(fused=True)``) quantized to int8
+    (``weights``: ``s8``) or uint8 (``u8``) weights, per channel (a ModelProto; see
+    ``int8_weight_type``).
 
     onnxruntime writes its shape-inferred copy next to its input: the work happens in a
     private temporary directory, removed afterwards (also when it fails)."""

@@ -30,8 +30,9 @@ class RecordingEmbedder:
         del self.texts[:], self.threads[:]
 
 
-def record_model_calls(services: Any) -> RecordingEmbedder:
-    """Put a recorder between ``services``' embedding cache and its model."""
+def record_model_calls(proxy: Any) -> RecordingEmbedder:
+    """Put a recorder between a running proxy's embedding cache and its model."""
+    services = proxy.server.app.state.services
     recorder = RecordingEmbedder(services.embedder._inner)
     services.embedder._inner = recorder
     return recorder
