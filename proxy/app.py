@@ -300,6 +300,13 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
         await services.usage.purge(services.settings.usage.retention_days)
 
 
+def _close_stores(services: Services) -> None:
+    services.retriever.close()
+    services.index.close()
+    services.invalidations.stop()
+    services.db.close()
+
+
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
@@ -361,10 +368,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             except Exception:
                 log.exception("usage records lost at shutdown (the records are unreachable)")
             await services.passthrough.close()
-            services.retriever.close()
-            services.index.close()
-            services.invalidations.stop()
-            services.db.close()
+            # Off the loop: closing waits for the calls other threads still have running
+            # on the stores (a cancelled task's thread goes on; see store/inflight.py).
+            await asyncio.to_thread(_close_stores, services)
 
     app = FastAPI(title="profilo", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,36 @@ def test_a_transient_internal_error_on_a_query_is_retried_once(make_index: MakeI
     col.query = broken
     with pytest.raises(Unavailable, match="Error executing plan"):
         index.query(scope, unit(1)[0], 1)
+
+
+def test_close_waits_for_a_query_in_flight_then_refuses_new_ones(make_index: MakeIndex) -> None:
+    """Closing the embedded client under a running call could crash the process: close()
+    waits for the call another thread has in flight, and later calls are Unavailable."""
+    index = make_index()
+    scope = Scope("acct")
+    index.upsert(scope, ["a"], unit(1), meta(1))
+    col = index._handle(collection_name(scope), create=False)
+    real, inside, proceed = col.query, threading.Event(), threading.Event()
+    steps: list[str] = []
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        proceed.wait(10)
+        return real(*args, **kwargs)
+
+    col.query = slow
+    with ThreadPoolExecutor(2) as pool:
+        hits = pool.submit(index.query, scope, unit(1)[0], 1)
+        inside.wait(10)
+        closed = pool.submit(lambda: (index.close(), steps.append("closed")))
+        time.sleep(0.2)
+        assert not closed.done()  # waiting for the query
+        proceed.set()
+        assert [i for i, _ in hits.result(10)] == ["a"]
+        closed.result(10)
+    assert steps == ["closed"]
+    with pytest.raises(Unavailable, match="the index is closed"):
+        index.count(scope)
 
 
 def test_segments_are_indexed_by_collection(make_index: MakeIndex, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ by ``BEGIN IMMEDIATE`` so every write is one transaction.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -22,11 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from proxy.errors import Unavailable
+from proxy.store.inflight import InFlight
 from proxy.store.private import private_dir, private_file
 from proxy.store.schema_sqlite import MIGRATIONS
 
 if TYPE_CHECKING:
     from proxy.config import Settings
+
+log = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -125,6 +129,7 @@ class SqliteDatabase(Database):
         # Writers of this process queue here (woken at once on release) rather than in
         # SQLite's busy handler, which sleeps in growing steps: tens of ms of tail latency.
         self._write_lock = threading.Lock()
+        self._inflight = InFlight(_closed)  # close() waits for the reads and writes running
         private_dir(path.parent)  # the data dir: 0700
         private_file(path)  # 0600, and so its -wal / -shm
         if migrate:
@@ -163,15 +168,15 @@ class SqliteDatabase(Database):
     @contextmanager
     def read(self) -> Iterator[Conn]:
         """A connection for reads (autocommit: each statement sees the latest commit)."""
-        with _locked_is_unavailable():
+        with self._inflight.operation(), _locked_is_unavailable():
             yield self._connect()
 
     @contextmanager
     def write(self) -> Iterator[Conn]:
         """One write transaction: committed on success, rolled back on any exception.
         The file locked by another process past the busy timeout: ``Unavailable`` (503)."""
-        conn = self._connect()
-        with _locked_is_unavailable(), self._write_lock:
+        with self._inflight.operation(), _locked_is_unavailable(), self._write_lock:
+            conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -205,6 +210,14 @@ class SqliteDatabase(Database):
         return schema_status("sqlite", str(self.path), done, sorted(MIGRATIONS))
 
     def close(self) -> None:
+        """Refuses new reads and writes (``Unavailable``), waits for those running (another
+        thread's, e.g. a job cancelled at shutdown whose thread goes on), then closes every
+        connection. Closing one in use would crash the process; still in use after the wait,
+        they are left to the process's exit (every commit is already durable)."""
+        if not self._inflight.close():
+            log.warning("records database closed with %d operation(s) still running: its "
+                        "connections are left open", self._inflight.running)  # fmt: skip
+            return
         with self._lock:
             for _, conn in self._all:
                 try:
@@ -213,6 +226,14 @@ class SqliteDatabase(Database):
                     pass
             self._all.clear()
         self._local = threading.local()
+
+
+def _closed() -> Unavailable:
+    return Unavailable(
+        "the records database is closed: the server is shutting down",
+        code="shutting_down",
+        headers={"Retry-After": "1"},
+    )
 
 
 def schema_status(backend: str, where: str, done: list[int], known: list[int]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import numpy as np
 from proxy.config import StoreSettings
 from proxy.errors import Unavailable
 from proxy.models import Scope
+from proxy.store.inflight import InFlight
 from proxy.store.private import private_dir
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class FactIndex:
         self._client_lock = threading.Lock()
         self._client: Any = None
         self._closed = False
+        self._inflight = InFlight(_closed)  # close() waits for the operations running
         if settings.chroma_url is None:
             self._require_client()  # embedded: fail at start-up, not on the first request
 
@@ -179,7 +181,7 @@ class FactIndex:
 
     def drop_scope(self, scope: Scope) -> None:
         name = collection_name(scope)
-        with self._stripe(scope), _translated("drop_scope"):
+        with self._inflight.operation(), self._stripe(scope), _translated("drop_scope"):
             self._forget(name)
             try:
                 self._require_client().delete_collection(name)
@@ -189,10 +191,16 @@ class FactIndex:
 
     def heartbeat(self) -> None:
         """Raises ``Unavailable`` when the server (or the embedded client) does not answer."""
-        with _translated("heartbeat"):
+        with self._inflight.operation(), _translated("heartbeat"):
             self._require_client().heartbeat()
 
     def close(self) -> None:
+        """Refuses new operations, waits for those running on other threads (closing the
+        embedded client under one could crash the process), then closes the client."""
+        if not self._inflight.close():
+            log.warning("index closed with %d operation(s) still running: the client is "
+                        "left open", self._inflight.running)  # fmt: skip
+            return
         with self._client_lock:
             self._closed = True
             client, self._client = self._client, None
@@ -215,7 +223,7 @@ class FactIndex:
 
     def _run(self, op: str, scope: Scope, fn: Callable[[Any], T], default: T, *, create: bool) -> T:
         name = collection_name(scope)
-        with _translated(op):
+        with self._inflight.operation(), _translated(op):
             for attempt in range(2):
                 col = self._handle(name, create=create)
                 if col is None:
@@ -266,7 +274,7 @@ class FactIndex:
     def _require_client(self) -> Any:
         with self._client_lock:
             if self._closed:
-                raise Unavailable("retrieval index unavailable: the index is closed")
+                raise _closed()
             if self._client is None:
                 with _translated("connect"):
                     self._client = self._connect()
@@ -285,6 +293,10 @@ class FactIndex:
             settings = Settings(anonymized_telemetry=False)
             return chromadb.HttpClient(host=url.hostname, port=port, ssl=ssl, settings=settings)
         return _embedded_client(self._path, self._settings.index_cache_size)
+
+
+def _closed() -> Unavailable:
+    return Unavailable("retrieval index unavailable: the index is closed")
 
 
 def _embedded_client(path: Path, pool_size: int) -> Any:
