@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -375,6 +378,65 @@ def test_server_thread_surfaces_startup_failure() -> None:
         with ServerThread(Starlette(lifespan=lifespan)):
             pass
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def _slow_app(events: list[str], seconds: float) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        events.append("shutdown")
+
+    async def slow(request: Request) -> JSONResponse:
+        events.append("request")
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+        events.append("answered")
+        return JSONResponse({"ok": True})
+
+    return Starlette(routes=[Route("/slow", slow)], lifespan=lifespan)
+
+
+def _get_in_background(url: str) -> tuple[threading.Thread, list[Any]]:
+    got: list[Any] = []
+
+    def get() -> None:
+        try:
+            got.append(httpx.get(url, timeout=10).status_code)
+        except httpx.HTTPError as exc:
+            got.append(type(exc).__name__)
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    return thread, got
+
+
+def test_server_thread_stop_lets_a_request_in_flight_finish_then_shuts_down() -> None:
+    events: list[str] = []
+    srv = ServerThread(_slow_app(events, 0.3)).start()
+    thread, got = _get_in_background(srv.url + "/slow")
+    while "request" not in events:
+        time.sleep(0.005)
+    srv.stop()
+    thread.join()
+    assert got == [200]
+    assert events == ["request", "answered", "shutdown"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(srv.url + "/slow")
+
+
+def test_server_thread_stop_cancels_what_outlasts_the_graceful_timeout() -> None:
+    events: list[str] = []
+    srv = ServerThread(_slow_app(events, 30), graceful_timeout=1).start()
+    thread, got = _get_in_background(srv.url + "/slow")
+    while "request" not in events:
+        time.sleep(0.005)
+    srv.stop()
+    thread.join()
+    assert events == ["request", "cancelled", "shutdown"]
+    assert got and got[0] != 200
 
 
 def test_free_port() -> None:
