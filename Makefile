@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest processes (pytest-xdist): the suite is half waiting on sockets and subprocesses, so
+# two keep two cores busy; TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 
 NODE_DIR := tests/clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
@@ -51,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP) chromium nginx node
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test: lint pytest
 
