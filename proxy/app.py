@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -300,6 +300,13 @@ async def _replay_forever(services: Services, every: float = 30.0) -> None:
         await services.usage.purge(services.settings.usage.retention_days)
 
 
+async def _stop_usage(services: Services) -> None:
+    try:
+        await services.usage.recorder.stop()  # writes the usage still in memory
+    except Exception:
+        log.exception("usage records lost at shutdown (the records are unreachable)")
+
+
 def _close_stores(services: Services) -> None:
     services.retriever.close()
     services.index.close()
@@ -344,33 +351,32 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings, app_metrics, clock)
-        app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
-        check_bind(settings, services.keys)
-        readiness = app.state.readiness = Readiness(services, drain)
-        await services.passthrough.start()
-        await asyncio.to_thread(services.warm)  # cold loads off the first request's path
-        readiness.embedder_loaded = True
-        await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
-        retry = asyncio.create_task(_replay_forever(services))
-        await asyncio.to_thread(services.usage.recorder.costs.price, "warm-up")  # the cost map
-        await services.usage.recorder.start()
-        await services.learning.start()  # re-queues jobs a crash left running
-        drain.on_begin(services.learning.stop_claiming)  # other replicas take the new jobs
-        app.state.services = services
-        try:
-            yield
-        finally:
-            retry.cancel()
-            await services.learning.stop()  # hands its running jobs back to the queue
-            try:
-                await services.usage.recorder.stop()  # writes the usage still in memory
-            except Exception:
-                log.exception("usage records lost at shutdown (the records are unreachable)")
-            await services.passthrough.close()
+        # Each part is stopped in reverse order of start, also when a later one fails to
+        # start (no pool, thread or open file left behind by a refused start-up).
+        async with AsyncExitStack() as started:
+            services = build_services(settings, app_metrics, clock)
             # Off the loop: closing waits for the calls other threads still have running
             # on the stores (a cancelled task's thread goes on; see store/inflight.py).
-            await asyncio.to_thread(_close_stores, services)
+            started.push_async_callback(asyncio.to_thread, _close_stores, services)
+            app_metrics.watch_queue(services.jobs.pending_counts, services.outbox.depth)
+            check_bind(settings, services.keys)
+            readiness = app.state.readiness = Readiness(services, drain)
+            await services.passthrough.start()
+            started.push_async_callback(services.passthrough.close)
+            await asyncio.to_thread(services.warm)  # cold loads off the first request's path
+            readiness.embedder_loaded = True
+            await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
+            retry = asyncio.create_task(_replay_forever(services))
+            started.callback(retry.cancel)
+            await asyncio.to_thread(services.usage.recorder.costs.price, "warm-up")
+            await services.usage.recorder.start()
+            started.push_async_callback(_stop_usage, services)  # writes what it still holds
+            await services.learning.start()  # re-queues jobs a crash left running
+            started.push_async_callback(services.learning.stop)  # hands running jobs back
+            started.callback(retry.cancel)  # the shutdown's first step
+            drain.on_begin(services.learning.stop_claiming)  # other replicas take new jobs
+            app.state.services = services
+            yield
 
     app = FastAPI(title="profilo", version="0.1.0", lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)

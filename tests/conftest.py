@@ -105,6 +105,19 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60.0) 
         time.sleep(0.05)
 
 
+def open_handles(path: Path) -> int:
+    """This process's open file descriptors on ``path`` (one per SQLite connection)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            if os.readlink(fd) == str(path):
+                count += 1
+        except OSError:  # closed while listing
+            pass
+    return count
+
+
 def make_settings(data_dir: Path, fake: FakeUpstream | None, **overrides: Any) -> Settings:
     """Settings for one test's proxy. The embedding model's ONNX graph is built once per
     machine into a shared cache dir (building it per test would cost seconds each)."""

@@ -12,7 +12,7 @@ from proxy.app import create_app
 from proxy.config import Settings
 from proxy.store.db import open_database
 from proxy.store.keys import KeyStore
-from tests.conftest import Proxy
+from tests.conftest import Proxy, open_handles
 from tests.fakes.server import ServerStartError, ServerThread
 from tests.fakes.upstream import FakeUpstream
 
@@ -65,6 +65,7 @@ def test_non_loopback_bind_without_keys_refuses_to_start(tmp_path: Any) -> None:
         with ServerThread(create_app(settings)):
             pass
     assert "no API keys" in str(info.value) or "no API keys" in str(info.value.__cause__)
+    assert open_handles(settings.db_path) == 0  # the refused start-up closed what it opened
 
 
 def test_non_loopback_bind_with_a_key_starts(tmp_path: Any, upstream: FakeUpstream) -> None:

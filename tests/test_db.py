@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
@@ -10,19 +9,7 @@ import pytest
 
 from proxy.errors import Unavailable
 from proxy.store.db import SqliteDatabase
-
-
-def open_handles(path: Path) -> int:
-    """This process's open file descriptors on ``path`` (one per SQLite connection)."""
-    fds = Path("/proc/self/fd")
-    count = 0
-    for fd in fds.iterdir():
-        try:
-            if os.readlink(fd) == str(path):
-                count += 1
-        except OSError:  # closed while listing
-            pass
-    return count
+from tests.conftest import open_handles
 
 
 def test_threads_that_end_leave_no_connection_open(tmp_path: Path) -> None:
