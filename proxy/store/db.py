@@ -168,14 +168,14 @@ class SqliteDatabase(Database):
     @contextmanager
     def read(self) -> Iterator[Conn]:
         """A connection for reads (autocommit: each statement sees the latest commit)."""
-        with self._inflight.operation(), _locked_is_unavailable():
+        with self._inflight, _locked_is_unavailable():
             yield self._connect()
 
     @contextmanager
     def write(self) -> Iterator[Conn]:
         """One write transaction: committed on success, rolled back on any exception.
         The file locked by another process past the busy timeout: ``Unavailable`` (503)."""
-        with self._inflight.operation(), _locked_is_unavailable(), self._write_lock:
+        with self._inflight, _locked_is_unavailable(), self._write_lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -181,7 +181,7 @@ class FactIndex:
 
     def drop_scope(self, scope: Scope) -> None:
         name = collection_name(scope)
-        with self._inflight.operation(), self._stripe(scope), _translated("drop_scope"):
+        with self._inflight, self._stripe(scope), _translated("drop_scope"):
             self._forget(name)
             try:
                 self._require_client().delete_collection(name)
@@ -191,7 +191,7 @@ class FactIndex:
 
     def heartbeat(self) -> None:
         """Raises ``Unavailable`` when the server (or the embedded client) does not answer."""
-        with self._inflight.operation(), _translated("heartbeat"):
+        with self._inflight, _translated("heartbeat"):
             self._require_client().heartbeat()
 
     def close(self) -> None:
@@ -223,7 +223,7 @@ class FactIndex:
 
     def _run(self, op: str, scope: Scope, fn: Callable[[Any], T], default: T, *, create: bool) -> T:
         name = collection_name(scope)
-        with self._inflight.operation(), _translated(op):
+        with self._inflight, _translated(op):
             for attempt in range(2):
                 col = self._handle(name, create=create)
                 if col is None:
