@@ -20,6 +20,7 @@ from proxy.config import Settings
 from tests.fakes.server import ServerThread
 from tests.fakes.upstream import FakeUpstream
 from tests.records_backend import (  # noqa: F401 (fixtures)
+    close_postgres_databases,
     current_database_url,
     current_vector_backend,
     pg_cluster,

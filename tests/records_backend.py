@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,24 @@ def records_backend(request: pytest.FixtureRequest) -> Iterator[str]:
         _vectors.pop()
         if cluster.started:
             cluster.drop_database(name)
+
+
+@pytest.fixture(autouse=True)
+def close_postgres_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Closes every ``PostgresDatabase`` a test opened and left open (helpers such as
+    ``KeyStore(open_database(settings))``): a pool left to the garbage collector is finalized
+    on one of its own threads, which cannot join itself (a warning, and threads kept alive)."""
+    opened: list[PostgresDatabase] = []
+    real_init = PostgresDatabase.__init__
+
+    def init(self: PostgresDatabase, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(PostgresDatabase, "__init__", init)
+    yield
+    for database in opened:
+        database.close()  # a no-op for those already closed
 
 
 def records_at(data_dir: Path) -> Database:
