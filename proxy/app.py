@@ -366,13 +366,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
             await asyncio.to_thread(services.warm)  # cold loads off the first request's path
             readiness.embedder_loaded = True
             await asyncio.to_thread(services.sync.replay)  # index work a crash left pending
-            retry = asyncio.create_task(_replay_forever(services))
-            started.callback(retry.cancel)
             await asyncio.to_thread(services.usage.recorder.costs.price, "warm-up")
             await services.usage.recorder.start()
             started.push_async_callback(_stop_usage, services)  # writes what it still holds
             await services.learning.start()  # re-queues jobs a crash left running
             started.push_async_callback(services.learning.stop)  # hands running jobs back
+            retry = asyncio.create_task(_replay_forever(services))
             started.callback(retry.cancel)  # the shutdown's first step
             drain.on_begin(services.learning.stop_claiming)  # other replicas take new jobs
             app.state.services = services

@@ -7,7 +7,6 @@ import base64
 import json
 import struct
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.conftest import wait_until
 from tests.fakes.schema import (
     SchemaError,
     validate_chunk,
@@ -417,8 +417,7 @@ def test_server_thread_stop_lets_a_request_in_flight_finish_then_shuts_down() ->
     events: list[str] = []
     srv = ServerThread(_slow_app(events, 0.3)).start()
     thread, got = _get_in_background(srv.url + "/slow")
-    while "request" not in events:
-        time.sleep(0.005)
+    wait_until(lambda: "request" in events, "the request to reach the app", timeout=10)
     srv.stop()
     thread.join()
     assert got == [200]
@@ -431,8 +430,7 @@ def test_server_thread_stop_cancels_what_outlasts_the_graceful_timeout() -> None
     events: list[str] = []
     srv = ServerThread(_slow_app(events, 30), graceful_timeout=1).start()
     thread, got = _get_in_background(srv.url + "/slow")
-    while "request" not in events:
-        time.sleep(0.005)
+    wait_until(lambda: "request" in events, "the request to reach the app", timeout=10)
     srv.stop()
     thread.join()
     assert events == ["request", "cancelled", "shutdown"]

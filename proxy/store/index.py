@@ -92,7 +92,6 @@ class FactIndex:
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._client_lock = threading.Lock()
         self._client: Any = None
-        self._closed = False
         self._inflight = InFlight(_closed)  # close() waits for the operations running
         if settings.chroma_url is None:
             self._require_client()  # embedded: fail at start-up, not on the first request
@@ -202,7 +201,6 @@ class FactIndex:
                         "left open", self._inflight.running)  # fmt: skip
             return
         with self._client_lock:
-            self._closed = True
             client, self._client = self._client, None
         with self._handles_lock:
             self._handles.clear()
@@ -272,9 +270,7 @@ class FactIndex:
             self._handles.pop(name, None)
 
     def _require_client(self) -> Any:
-        with self._client_lock:
-            if self._closed:
-                raise _closed()
+        with self._client_lock:  # (after close, no call gets past self._inflight)
             if self._client is None:
                 with _translated("connect"):
                     self._client = self._connect()
